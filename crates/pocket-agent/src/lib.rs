@@ -58,7 +58,7 @@
 //! # Ok(()) }
 //! ```
 //!
-//! This crate has no cargo features; it depends on tokio, serde, schemars, jsonschema,
+//! Feature `test-utils` adds [`testing`](crate::testing) doubles (a scripted model). The crate depends on tokio, serde, schemars, jsonschema,
 //! thiserror and tracing only, so embedding an agent pulls in no server or database.
 
 pub mod agent;
@@ -68,6 +68,8 @@ pub mod event;
 pub mod message;
 pub mod model;
 pub mod plugin;
+#[cfg(any(test, feature = "test-utils"))]
+pub mod testing;
 pub mod tool;
 
 pub use agent::{Agent, AgentBuilder, BuildError, RunOutput, RunRequest, ToolCallRecord};

@@ -163,18 +163,11 @@ impl Model for BoxModel {
         self.0.name()
     }
 
-    fn complete(
-        &self,
-        request: &CompletionRequest,
-    ) -> impl Future<Output = Result<Completion, ModelError>> + Send {
-        // One `async` layer so both borrows stay separate lifetimes in the opaque type.
-        async move { self.0.complete(request).await }
+    async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
+        self.0.complete(request).await
     }
 
-    fn stream(
-        &self,
-        request: &CompletionRequest,
-    ) -> impl Future<Output = Result<CompletionStream, ModelError>> + Send {
-        async move { self.0.stream(request).await }
+    async fn stream(&self, request: &CompletionRequest) -> Result<CompletionStream, ModelError> {
+        self.0.stream(request).await
     }
 }
