@@ -16,3 +16,8 @@ pub mod sim;
 pub use anthropic::{AnthropicConfig, AnthropicModel};
 pub use openai::{OpenAiConfig, OpenAiModel};
 pub use sim::{Faults, SimConfig, SimModel};
+
+// The README's library quick-start, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

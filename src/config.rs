@@ -1,0 +1,283 @@
+//! `pocket.toml`: parsed in two stages — raw TOML into these types (unknown keys and wrong
+//! types are refused with the key's path), then checked against each other and the
+//! environment (model names, tool names, secrets), so every error names the file and the key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use pocket_agent::{ApprovalPolicy, OnApprovalFailure, Risk};
+use pocket_models::SimConfig;
+use pocket_tools::ToolsConfig;
+use serde::Deserialize;
+
+/// The whole configuration file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    /// Named models, referred to by agents.
+    #[serde(default)]
+    pub(crate) models: BTreeMap<String, ModelConfig>,
+    /// Named agents.
+    #[serde(default)]
+    pub(crate) agents: BTreeMap<String, AgentConfig>,
+    /// Settings of the built-in tools.
+    #[serde(default)]
+    pub(crate) tools: ToolsConfig,
+    /// Where the file was read from (not a TOML key).
+    #[serde(skip)]
+    pub(crate) path: Option<PathBuf>,
+}
+
+/// One `[models.NAME]` table, tagged by `provider`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "provider", rename_all = "snake_case", deny_unknown_fields)]
+pub(crate) enum ModelConfig {
+    /// An OpenAI-compatible server.
+    Openai {
+        /// The model id sent to the server.
+        model: String,
+        /// Default: `OPENAI_BASE_URL`, else `https://api.openai.com/v1`.
+        base_url: Option<String>,
+        /// Env var holding the API key. Default: `OPENAI_API_KEY` (optional for local servers).
+        api_key_env: Option<String>,
+        /// Time limit of one call. Default: 120.
+        timeout_secs: Option<u64>,
+    },
+    /// The Anthropic Messages API.
+    Anthropic {
+        /// The model id.
+        model: String,
+        /// Default: `ANTHROPIC_BASE_URL`, else `https://api.anthropic.com`.
+        base_url: Option<String>,
+        /// Env var holding the API key. Default: `ANTHROPIC_API_KEY` (required).
+        api_key_env: Option<String>,
+        /// Upper bound of output tokens. Default: 4096.
+        max_tokens: Option<u32>,
+        /// Time limit of one call. Default: 120.
+        timeout_secs: Option<u64>,
+    },
+    /// The offline `sim` model.
+    Sim(SimConfig),
+}
+
+/// One `[agents.NAME]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AgentConfig {
+    /// A `[models]` name or a model spec (`sim`, `openai:MODEL`, `anthropic:MODEL`).
+    #[serde(default = "default_model")]
+    pub(crate) model: String,
+    /// Built-in tools by name.
+    #[serde(default)]
+    pub(crate) tools: Vec<String>,
+    /// System prompt. Default: none.
+    pub(crate) system_prompt: Option<String>,
+    /// Model turns per run. Default: 10.
+    #[serde(default = "default_max_iterations")]
+    pub(crate) max_iterations: u32,
+    /// Time limit of one tool call. Default: 60.
+    #[serde(default = "default_tool_timeout")]
+    pub(crate) tool_timeout_secs: u64,
+    /// Time limit of one run. Default: none.
+    pub(crate) run_timeout_secs: Option<u64>,
+    /// Approval of risky tool calls.
+    #[serde(default)]
+    pub(crate) approval: ApprovalConfig,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            model: default_model(),
+            tools: Vec::new(),
+            system_prompt: None,
+            max_iterations: default_max_iterations(),
+            tool_timeout_secs: default_tool_timeout(),
+            run_timeout_secs: None,
+            approval: ApprovalConfig::default(),
+        }
+    }
+}
+
+/// `[agents.NAME.approval]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ApprovalConfig {
+    /// Calls of tools at or above this risk need approval. Default: `dangerous`.
+    pub(crate) required_from: Risk,
+    /// How long to wait for a person. Default: 300.
+    pub(crate) timeout_secs: u64,
+    /// Non-dangerous calls when asking fails: `deny` (default) or `allow`.
+    pub(crate) on_failure: OnApprovalFailure,
+    /// Tool-name words that make a tool dangerous. Default: the seed's list.
+    pub(crate) dangerous_names: Vec<String>,
+}
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        let p = ApprovalPolicy::default();
+        Self {
+            required_from: p.required_from,
+            timeout_secs: p.timeout.as_secs(),
+            on_failure: p.on_failure,
+            dangerous_names: p.dangerous_names,
+        }
+    }
+}
+
+impl ApprovalConfig {
+    pub(crate) fn policy(&self) -> ApprovalPolicy {
+        ApprovalPolicy {
+            required_from: self.required_from,
+            timeout: Duration::from_secs(self.timeout_secs),
+            dangerous_names: self.dangerous_names.clone(),
+            on_failure: self.on_failure,
+        }
+    }
+}
+
+fn default_model() -> String {
+    "sim".into()
+}
+
+fn default_max_iterations() -> u32 {
+    10
+}
+
+fn default_tool_timeout() -> u64 {
+    60
+}
+
+/// A configuration problem, naming where it is.
+#[derive(Debug)]
+pub(crate) struct ConfigError {
+    /// The file, when the problem is in one.
+    pub(crate) file: Option<PathBuf>,
+    /// The key path (`agents.default.model`) or the flag (`--model`).
+    pub(crate) key: String,
+    /// What is wrong.
+    pub(crate) message: String,
+}
+
+impl ConfigError {
+    pub(crate) fn new(file: Option<&Path>, key: impl Into<String>, message: impl Into<String>) -> Self {
+        Self { file: file.map(Path::to_path_buf), key: key.into(), message: message.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}: ", file.display())?;
+        }
+        if !self.key.is_empty() {
+            write!(f, "{}: ", self.key)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and parses a file.
+    pub(crate) fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(Some(path), "", format!("cannot read the file: {e}")))?;
+        let mut config = Self::parse(&text).map_err(|mut e| {
+            e.file = Some(path.to_path_buf());
+            e
+        })?;
+        config.path = Some(path.to_path_buf());
+        Ok(config)
+    }
+
+    /// Parses TOML text; errors name the key path.
+    pub(crate) fn parse(text: &str) -> Result<Self, ConfigError> {
+        let de = toml::Deserializer::parse(text)
+            .map_err(|e| ConfigError::new(None, "", format!("invalid TOML: {}", e.message())))?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let key = e.path().to_string();
+            let inner = e.into_inner();
+            let mut message = inner.message().to_owned();
+            if let Some(line) = inner.span().map(|s| line_of(text, s.start)) {
+                message.push_str(&format!(" (line {line})"));
+            }
+            ConfigError::new(None, if key == "." { String::new() } else { key }, message)
+        })
+    }
+
+    pub(crate) fn file(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        Config::parse(text).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = Config::parse(
+            r#"
+            [models.local]
+            provider = "openai"
+            model = "qwen"
+            base_url = "http://localhost:8000/v1"
+
+            [models.flaky]
+            provider = "sim"
+            seed = 3
+            faults = { rate_limit = 0.1 }
+
+            [agents.default]
+            model = "flaky"
+            tools = ["calculator"]
+            max_iterations = 4
+            [agents.default.approval]
+            required_from = "sensitive"
+            "#,
+        )
+        .unwrap();
+        assert!(matches!(&c.models["local"], ModelConfig::Openai { model, .. } if model == "qwen"));
+        assert!(matches!(&c.models["flaky"], ModelConfig::Sim(s) if s.seed == 3 && s.faults.rate_limit == 0.1));
+        let a = &c.agents["default"];
+        assert_eq!(a.max_iterations, 4);
+        assert_eq!(a.approval.required_from, Risk::Sensitive);
+        assert_eq!(a.tool_timeout_secs, 60);
+    }
+
+    #[test]
+    fn unknown_keys_are_named_with_their_path() {
+        let e = err("[agents.default]\nmodle = \"sim\"\n");
+        assert!(e.starts_with("agents.default: unknown field `modle`"), "{e}");
+        assert!(e.contains("line 2"), "{e}");
+        let e = err("[sevrer]\n");
+        assert!(e.contains("unknown field `sevrer`"), "{e}");
+        let e = err("[models.x]\nprovider = \"sim\"\nsed = 1\n");
+        assert!(e.contains("models.x") && e.contains("unknown field `sed`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_types_name_the_key() {
+        let e = err("[agents.a]\nmax_iterations = \"ten\"\n");
+        assert!(e.starts_with("agents.a.max_iterations: invalid type: string \"ten\""), "{e}");
+        let e = err("[models.m]\nprovider = \"gemini\"\nmodel = \"x\"\n");
+        assert!(e.contains("models.m") && e.contains("unknown variant `gemini`"), "{e}");
+    }
+
+    #[test]
+    fn broken_toml_says_so() {
+        assert!(err("[agents\n").starts_with("invalid TOML"));
+    }
+}
