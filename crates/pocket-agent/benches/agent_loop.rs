@@ -1,6 +1,6 @@
 //! The agent loop's own cost per step: an in-process zero-latency model, two tools.
 //!
-//! Run: `cargo bench --bench agent_loop`. One step = one model turn + one tool call
+//! Run: `cargo bench -p pocket-agent --bench agent_loop`. One step = one model turn + one tool call
 //! (hooks, schema validation, timeout and panic guard, transcript, events).
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used)]
