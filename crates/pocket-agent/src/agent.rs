@@ -439,6 +439,7 @@ impl Agent {
                     messages,
                     tools: inner.specs.clone(),
                     options: inner.options.clone(),
+                    deadline: inner.run_timeout.map(|t| tokio::time::Instant::now() + t),
                 },
                 iterations: 0,
                 usage: Usage::default(),

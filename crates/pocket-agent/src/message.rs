@@ -151,6 +151,9 @@ pub struct CompletionRequest {
     pub tools: Arc<[ToolSpec]>,
     /// Sampling options.
     pub options: RequestOptions,
+    /// When the caller stops waiting (the run's time limit); layers that wait (retry,
+    /// wait-for-cool-down) must not sleep past it. `None`: no deadline.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 impl CompletionRequest {
