@@ -3,10 +3,14 @@
 //!
 //! Run: `cargo run --example basic_agent`
 
+#![allow(clippy::print_stdout, clippy::print_stderr)] // an example prints what it shows
+
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use pocket_agent::{AfterTool, Agent, Plugin, RunInfo, Tool, ToolCall, ToolContext, ToolError, ToolSpec};
+use pocket_agent::{
+    AfterTool, Agent, Plugin, RunInfo, Tool, ToolCall, ToolContext, ToolError, ToolSpec,
+};
 use pocket_models::SimModel;
 use schemars::JsonSchema;
 use serde::Deserialize;
@@ -55,7 +59,10 @@ impl Plugin for CallLog {
         duration: Duration,
     ) -> BoxFuture<'a, AfterTool> {
         let outcome = if result.is_ok() { "ok" } else { "error" };
-        eprintln!("[{}] {} {} in {:?}", run.run_id, call.name, outcome, duration);
+        eprintln!(
+            "[{}] {} {} in {:?}",
+            run.run_id, call.name, outcome, duration
+        );
         Box::pin(std::future::ready(AfterTool::Continue))
     }
 }

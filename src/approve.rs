@@ -14,7 +14,10 @@ pub(crate) struct TerminalApprover {
 }
 
 impl Approver for TerminalApprover {
-    fn approve<'a>(&'a self, request: &'a ApprovalRequest) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
+    fn approve<'a>(
+        &'a self,
+        request: &'a ApprovalRequest,
+    ) -> BoxFuture<'a, Result<Approval, ApprovalError>> {
         Box::pin(async move {
             if !std::io::stdin().is_terminal() {
                 return Err(ApprovalError(
@@ -41,8 +44,15 @@ fn prompt(tool: &str, risk: &str, args: &str) -> Result<Approval, ApprovalError>
         eprint!("Approve? [y]es / [n]o / [e]dit arguments: ");
         let _ = std::io::stderr().flush();
         line.clear();
-        if stdin.lock().read_line(&mut line).map_err(|e| ApprovalError(e.to_string()))? == 0 {
-            return Err(ApprovalError("stdin closed while asking for approval".into()));
+        if stdin
+            .lock()
+            .read_line(&mut line)
+            .map_err(|e| ApprovalError(e.to_string()))?
+            == 0
+        {
+            return Err(ApprovalError(
+                "stdin closed while asking for approval".into(),
+            ));
         }
         match line.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => return Ok(Approval::Approve),
@@ -52,7 +62,11 @@ fn prompt(tool: &str, risk: &str, args: &str) -> Result<Approval, ApprovalError>
                 line.clear();
                 let _ = stdin.lock().read_line(&mut line);
                 let reason = line.trim();
-                let reason = if reason.is_empty() { "denied at the terminal" } else { reason };
+                let reason = if reason.is_empty() {
+                    "denied at the terminal"
+                } else {
+                    reason
+                };
                 return Ok(Approval::Deny(reason.to_owned()));
             }
             "e" | "edit" => {

@@ -162,8 +162,16 @@ pub(crate) struct ConfigError {
 }
 
 impl ConfigError {
-    pub(crate) fn new(file: Option<&Path>, key: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.map(Path::to_path_buf), key: key.into(), message: message.into() }
+    pub(crate) fn new(
+        file: Option<&Path>,
+        key: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        Self {
+            file: file.map(Path::to_path_buf),
+            key: key.into(),
+            message: message.into(),
+        }
     }
 }
 
@@ -215,7 +223,11 @@ impl Config {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text[..offset.min(text.len())].bytes().filter(|&b| b == b'\n').count() + 1
+    text[..offset.min(text.len())]
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        + 1
 }
 
 #[cfg(test)]
@@ -250,7 +262,9 @@ mod tests {
         )
         .unwrap();
         assert!(matches!(&c.models["local"], ModelConfig::Openai { model, .. } if model == "qwen"));
-        assert!(matches!(&c.models["flaky"], ModelConfig::Sim(s) if s.seed == 3 && s.faults.rate_limit == 0.1));
+        assert!(
+            matches!(&c.models["flaky"], ModelConfig::Sim(s) if s.seed == 3 && s.faults.rate_limit == 0.1)
+        );
         let a = &c.agents["default"];
         assert_eq!(a.max_iterations, 4);
         assert_eq!(a.approval.required_from, Risk::Sensitive);
@@ -260,20 +274,32 @@ mod tests {
     #[test]
     fn unknown_keys_are_named_with_their_path() {
         let e = err("[agents.default]\nmodle = \"sim\"\n");
-        assert!(e.starts_with("agents.default: unknown field `modle`"), "{e}");
+        assert!(
+            e.starts_with("agents.default: unknown field `modle`"),
+            "{e}"
+        );
         assert!(e.contains("line 2"), "{e}");
         let e = err("[sevrer]\n");
         assert!(e.contains("unknown field `sevrer`"), "{e}");
         let e = err("[models.x]\nprovider = \"sim\"\nsed = 1\n");
-        assert!(e.contains("models.x") && e.contains("unknown field `sed`"), "{e}");
+        assert!(
+            e.contains("models.x") && e.contains("unknown field `sed`"),
+            "{e}"
+        );
     }
 
     #[test]
     fn wrong_types_name_the_key() {
         let e = err("[agents.a]\nmax_iterations = \"ten\"\n");
-        assert!(e.starts_with("agents.a.max_iterations: invalid type: string \"ten\""), "{e}");
+        assert!(
+            e.starts_with("agents.a.max_iterations: invalid type: string \"ten\""),
+            "{e}"
+        );
         let e = err("[models.m]\nprovider = \"gemini\"\nmodel = \"x\"\n");
-        assert!(e.contains("models.m") && e.contains("unknown variant `gemini`"), "{e}");
+        assert!(
+            e.contains("models.m") && e.contains("unknown variant `gemini`"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -62,7 +62,10 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         latency_ms: args.latency_ms,
         jitter_ms: args.latency_ms,
         retry_after_ms: 100,
-        faults: Faults { invalid_tool_args: args.bad_args_rate, ..Faults::transient(args.fault_rate) },
+        faults: Faults {
+            invalid_tool_args: args.bad_args_rate,
+            ..Faults::transient(args.fault_rate)
+        },
     });
     let tools = ["calculator", "time"]
         .iter()
@@ -76,14 +79,20 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         .build()
         .map_err(|e| e.to_string())?;
 
-    println!("Pocket Agent demo: {} tasks on the offline `sim` model", args.tasks);
+    println!(
+        "Pocket Agent demo: {} tasks on the offline `sim` model",
+        args.tasks
+    );
     println!(
         "  faults injected: {:.0}% of model calls (429, 500, reset, timeout), {:.0}% garbage tool arguments; seed {}",
         args.fault_rate * 100.0,
         args.bad_args_rate * 100.0,
         args.seed
     );
-    println!("  tools: calculator, time; {} runs at a time\n", args.concurrency);
+    println!(
+        "  tools: calculator, time; {} runs at a time\n",
+        args.concurrency
+    );
 
     let bar = ProgressBar::new(args.tasks as u64);
     bar.set_style(
@@ -125,7 +134,9 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     }
     let mut tally = Tally::default();
     while let Some(joined) = runs.join_next().await {
-        let Ok((result, expected, took)) = joined else { continue };
+        let Ok((result, expected, took)) = joined else {
+            continue;
+        };
         tally.durations.push(took);
         match result {
             Ok(out) => {
@@ -135,7 +146,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
                     tally.verified += 1;
                 }
             }
-            Err(err) => *tally.failed.entry(err.classify().kind.as_str()).or_default() += 1,
+            Err(err) => {
+                *tally
+                    .failed
+                    .entry(err.classify().kind.as_str())
+                    .or_default() += 1
+            }
         }
         let failed: usize = tally.failed.values().sum();
         bar.set_message(format!("{} ok, {failed} failed", tally.succeeded));
@@ -148,17 +164,29 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
 
     tally.durations.sort();
     let pct = |p: f64| {
-        tally.durations.get(((tally.durations.len() as f64 - 1.0) * p) as usize).copied().unwrap_or_default()
+        tally
+            .durations
+            .get(((tally.durations.len() as f64 - 1.0) * p) as usize)
+            .copied()
+            .unwrap_or_default()
     };
     let failed: usize = tally.failed.values().sum();
     println!("\nReport");
-    println!("  succeeded        {} / {} ({} answers checked correct)", tally.succeeded, args.tasks, tally.verified);
+    println!(
+        "  succeeded        {} / {} ({} answers checked correct)",
+        tally.succeeded, args.tasks, tally.verified
+    );
     println!(
         "  failed           {failed}{}",
         if failed > 0 {
             format!(
                 " by kind: {}",
-                tally.failed.iter().map(|(k, n)| format!("{k} {n}")).collect::<Vec<_>>().join(", ")
+                tally
+                    .failed
+                    .iter()
+                    .map(|(k, n)| format!("{k} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )
         } else {
             String::new()
@@ -176,8 +204,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         args.tasks as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
-    println!("\nFailed runs above are the transient faults with nothing yet to retry them. The demo");
-    println!("grows with the runtime: retries with budgets, circuit breakers and fallbacks (failures");
+    println!(
+        "\nFailed runs above are the transient faults with nothing yet to retry them. The demo"
+    );
+    println!(
+        "grows with the runtime: retries with budgets, circuit breakers and fallbacks (failures"
+    );
     println!("above become recoveries), logs and Prometheus metrics, and the durable cluster with");
     println!("its queue, workers, dashboard and HTTP API.");
     Ok(())
@@ -194,5 +226,8 @@ fn make_task(rng: &mut fastrand::Rng, i: usize) -> (String, Option<String>) {
         1 => ('-', a - b),
         _ => ('*', a * b),
     };
-    (format!("What is {a} {op} {b}?"), Some(format!("{a} {op} {b} = {value}")))
+    (
+        format!("What is {a} {op} {b}?"),
+        Some(format!("{a} {op} {b} = {value}")),
+    )
 }

@@ -75,7 +75,10 @@ impl From<ConfigError> for Failure {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => return report(Failure::Usage(format!("cannot start the runtime: {e}"))),
     };
@@ -110,7 +113,11 @@ fn init_logging() {
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
         .unwrap_or_else(|| EnvFilter::new("warn"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 }
 
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
@@ -123,7 +130,10 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
 #[allow(clippy::print_stdout, clippy::print_stderr)] // the CLI's own output
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let config = load_config(args.agent.config.as_ref())?;
-    let overrides = Overrides { model: args.agent.model, tools: args.agent.tools };
+    let overrides = Overrides {
+        model: args.agent.model,
+        tools: args.agent.tools,
+    };
     let approver: Arc<dyn pocket_agent::Approver> = Arc::new(approve::TerminalApprover::default());
     let agent = wiring::build_agent(&config, &args.agent.agent, &overrides, Some(approver))?;
     let task = args.task.join(" ");
@@ -137,7 +147,12 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
             on_ctrl_c.cancel();
         }
     });
-    let result = agent.run_with(RunRequest { cancel: Some(cancel), ..RunRequest::new(task) }).await;
+    let result = agent
+        .run_with(RunRequest {
+            cancel: Some(cancel),
+            ..RunRequest::new(task)
+        })
+        .await;
     ctrl_c.abort();
     match result {
         Ok(out) if args.json => {
@@ -158,9 +173,16 @@ async fn run(args: RunArgs) -> Result<(), Failure> {
                     "retryable": c.retryable,
                     "iterations": err.iterations(),
                 }});
-                println!("{}", serde_json::to_string_pretty(&body).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&body).unwrap_or_default()
+                );
             } else {
-                eprintln!("error: the task failed: {err} [{}, {}]", c.kind, c.severity.as_str());
+                eprintln!(
+                    "error: the task failed: {err} [{}, {}]",
+                    c.kind,
+                    c.severity.as_str()
+                );
             }
             Err(Failure::Task)
         }

@@ -4,7 +4,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pocket_agent::{Agent, Approver, BoxModel, SharedTool};
-use pocket_models::{AnthropicConfig, AnthropicModel, OpenAiConfig, OpenAiModel, SimConfig, SimModel};
+use pocket_models::{
+    AnthropicConfig, AnthropicModel, OpenAiConfig, OpenAiModel, SimConfig, SimModel,
+};
 
 use crate::config::{AgentConfig, Config, ConfigError, ModelConfig};
 
@@ -35,21 +37,33 @@ pub(crate) fn build_agent(
             return Err(ConfigError::new(
                 file,
                 "--agent",
-                format!("no agent named `{name}` in [agents] (configured: {})", list(&known)),
+                format!(
+                    "no agent named `{name}` in [agents] (configured: {})",
+                    list(&known)
+                ),
             ));
         }
     };
     let key = format!("agents.{name}");
     let model = match &overrides.model {
-        Some(spec) => model_from_spec(config, spec).map_err(|m| ConfigError::new(None, "--model", m))?,
+        Some(spec) => {
+            model_from_spec(config, spec).map_err(|m| ConfigError::new(None, "--model", m))?
+        }
         None => model_from_spec(config, &agent.model)
             .map_err(|m| ConfigError::new(file, format!("{key}.model"), m))?,
     };
 
     let mut tools: Vec<SharedTool> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
-    let named = agent.tools.iter().enumerate().map(|(i, t)| (format!("{key}.tools[{i}]"), file, t));
-    let flagged = overrides.tools.iter().map(|t| ("--tool".to_owned(), None, t));
+    let named = agent
+        .tools
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{key}.tools[{i}]"), file, t));
+    let flagged = overrides
+        .tools
+        .iter()
+        .map(|t| ("--tool".to_owned(), None, t));
     for (where_, file, tool) in named.chain(flagged) {
         if seen.contains(&tool.as_str()) {
             continue;
@@ -75,7 +89,9 @@ pub(crate) fn build_agent(
     if let Some(approver) = approver {
         builder = builder.shared_approver(approver);
     }
-    builder.build().map_err(|e| ConfigError::new(file, key, e.to_string()))
+    builder
+        .build()
+        .map_err(|e| ConfigError::new(file, key, e.to_string()))
 }
 
 /// A `[models]` name, or a spec: `sim`, `openai:MODEL`, `anthropic:MODEL`.
@@ -114,21 +130,31 @@ pub(crate) fn model_from_spec(config: &Config, spec: &str) -> Result<BoxModel, S
 fn build_model(name: &str, model: &ModelConfig) -> Result<BoxModel, String> {
     Ok(match model {
         ModelConfig::Sim(sim) => BoxModel::new(SimModel::named(sim_name(name), sim.clone())),
-        ModelConfig::Openai { model, base_url, api_key_env, timeout_secs } => {
+        ModelConfig::Openai {
+            model,
+            base_url,
+            api_key_env,
+            timeout_secs,
+        } => {
             let mut c = OpenAiConfig::from_env(model.clone());
             if let Some(url) = base_url {
                 c.base_url = url.clone();
             }
-            match api_key_env {
-                Some(var) => c.api_key = Some(secret(var)?.into()),
-                None => {}
+            if let Some(var) = api_key_env {
+                c.api_key = Some(secret(var)?.into());
             }
             if let Some(secs) = timeout_secs {
                 c.timeout = Duration::from_secs(*secs);
             }
             BoxModel::new(OpenAiModel::new(c).map_err(|e| e.to_string())?)
         }
-        ModelConfig::Anthropic { model, base_url, api_key_env, max_tokens, timeout_secs } => {
+        ModelConfig::Anthropic {
+            model,
+            base_url,
+            api_key_env,
+            max_tokens,
+            timeout_secs,
+        } => {
             let var = api_key_env.as_deref().unwrap_or("ANTHROPIC_API_KEY");
             let mut c = AnthropicConfig::new(model.clone(), secret(var)?);
             if let Ok(url) = std::env::var("ANTHROPIC_BASE_URL") {
@@ -149,17 +175,27 @@ fn build_model(name: &str, model: &ModelConfig) -> Result<BoxModel, String> {
 }
 
 fn sim_name(name: &str) -> String {
-    if name == "sim" { name.to_owned() } else { format!("sim:{name}") }
+    if name == "sim" {
+        name.to_owned()
+    } else {
+        format!("sim:{name}")
+    }
 }
 
 /// The value of a secret's env var; the error names the variable, never a value.
 fn secret(var: &str) -> Result<String, String> {
     match std::env::var(var) {
         Ok(v) if !v.is_empty() => Ok(v),
-        _ => Err(format!("environment variable `{var}` (api_key_env) is not set")),
+        _ => Err(format!(
+            "environment variable `{var}` (api_key_env) is not set"
+        )),
     }
 }
 
 fn list(names: &[&str]) -> String {
-    if names.is_empty() { "none".into() } else { names.join(", ") }
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
 }

@@ -33,7 +33,14 @@ fn config(text: &str) -> tempfile::NamedTempFile {
 #[test]
 fn sim_answers_with_the_calculator() {
     pocket()
-        .args(["run", "--model", "sim", "--tool", "calculator", "What is 17 * 23?"])
+        .args([
+            "run",
+            "--model",
+            "sim",
+            "--tool",
+            "calculator",
+            "What is 17 * 23?",
+        ])
         .assert()
         .success()
         .stdout("17 * 23 = 391\n");
@@ -52,7 +59,10 @@ fn json_output_has_answer_iterations_tool_calls_and_usage() {
     assert_eq!(v["answer"], "2 ^ 10 = 1024");
     assert_eq!(v["iterations"], 2);
     assert_eq!(v["tool_calls"][0]["name"], "calculator");
-    assert_eq!(v["tool_calls"][0]["arguments"], json!({"expression": "2 ^ 10"}));
+    assert_eq!(
+        v["tool_calls"][0]["arguments"],
+        json!({"expression": "2 ^ 10"})
+    );
     assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
 }
 
@@ -65,7 +75,9 @@ fn a_failed_task_exits_1() {
         .args(["--model", "broken", "hi"])
         .assert()
         .code(1)
-        .stderr(predicate::str::contains("the task failed").and(predicate::str::contains("HTTP 500")));
+        .stderr(
+            predicate::str::contains("the task failed").and(predicate::str::contains("HTTP 500")),
+        );
 
     let out = pocket()
         .args(["run", "--json", "--config"])
@@ -93,17 +105,24 @@ fn usage_and_config_errors_exit_2_naming_the_problem() {
         .args(["run", "--model", "gpt-4", "x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("--model: `gpt-4` is neither a model spec"));
+        .stderr(predicate::str::contains(
+            "--model: `gpt-4` is neither a model spec",
+        ));
     pocket()
         .args(["run", "--model", "anthropic:claude", "x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("ANTHROPIC_API_KEY").and(predicate::str::contains("is not set")));
+        .stderr(
+            predicate::str::contains("ANTHROPIC_API_KEY")
+                .and(predicate::str::contains("is not set")),
+        );
     pocket()
         .args(["run", "--config", "/nonexistent/pocket.toml", "x"])
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("/nonexistent/pocket.toml: cannot read the file"));
+        .stderr(predicate::str::contains(
+            "/nonexistent/pocket.toml: cannot read the file",
+        ));
     pocket()
         .args(["run", "--agent", "ghost", "x"])
         .assert()
@@ -120,8 +139,10 @@ fn config_typos_name_the_file_and_key() {
         .assert()
         .code(2)
         .stderr(
-            predicate::str::contains(format!("{path}: agents.default: unknown field `max_iteratons`"))
-                .and(predicate::str::contains("line 2")),
+            predicate::str::contains(format!(
+                "{path}: agents.default: unknown field `max_iteratons`"
+            ))
+            .and(predicate::str::contains("line 2")),
         );
     let cfg = config("[agents.default]\ntools = [\"calculator\", \"shel\"]\n");
     pocket()
@@ -130,15 +151,23 @@ fn config_typos_name_the_file_and_key() {
         .arg("x")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("agents.default.tools[1]").and(predicate::str::contains("shel")));
-    let cfg = config("[models.m]\nprovider = \"anthropic\"\nmodel = \"c\"\napi_key_env = \"POCKET_TEST_UNSET_KEY\"\n[agents.default]\nmodel = \"m\"\n");
+        .stderr(
+            predicate::str::contains("agents.default.tools[1]")
+                .and(predicate::str::contains("shel")),
+        );
+    let cfg = config(
+        "[models.m]\nprovider = \"anthropic\"\nmodel = \"c\"\napi_key_env = \"POCKET_TEST_UNSET_KEY\"\n[agents.default]\nmodel = \"m\"\n",
+    );
     pocket()
         .args(["run", "--config"])
         .arg(cfg.path())
         .arg("x")
         .assert()
         .code(2)
-        .stderr(predicate::str::contains("agents.default.model").and(predicate::str::contains("POCKET_TEST_UNSET_KEY")));
+        .stderr(
+            predicate::str::contains("agents.default.model")
+                .and(predicate::str::contains("POCKET_TEST_UNSET_KEY")),
+        );
 }
 
 #[test]
@@ -168,7 +197,10 @@ fn dangerous_tools_are_denied_without_a_terminal() {
         .write_stdin("")
         .assert()
         .success()
-        .stdout(predicate::str::contains("shell failed: error: denied").and(predicate::str::contains("not a TTY")))
+        .stdout(
+            predicate::str::contains("shell failed: error: denied")
+                .and(predicate::str::contains("not a TTY")),
+        )
         .stderr(predicate::str::contains("asking for approval failed"));
     assert!(!marker.exists(), "the denied command must not run");
 }
@@ -181,11 +213,24 @@ struct Seen {
 }
 
 /// Calls the calculator on the first turn, answers with the tool's result on the second.
-async fn fake_openai(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, Json(body): Json<Value>) -> (StatusCode, Json<Value>) {
-    let last = body["messages"].as_array().and_then(|m| m.last()).cloned().unwrap_or_default();
+async fn fake_openai(
+    State(seen): State<Arc<Mutex<Seen>>>,
+    headers: HeaderMap,
+    Json(body): Json<Value>,
+) -> (StatusCode, Json<Value>) {
+    let last = body["messages"]
+        .as_array()
+        .and_then(|m| m.last())
+        .cloned()
+        .unwrap_or_default();
     {
         let mut seen = seen.lock().unwrap();
-        seen.auth.push(headers.get("authorization").and_then(|v| v.to_str().ok()).map(String::from));
+        seen.auth.push(
+            headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(String::from),
+        );
         seen.bodies.push(body);
     }
     let message = if last["role"] == "tool" {
@@ -205,13 +250,20 @@ async fn fake_openai(State(seen): State<Arc<Mutex<Seen>>>, headers: HeaderMap, J
 }
 
 async fn unauthorized() -> (StatusCode, Json<Value>) {
-    (StatusCode::UNAUTHORIZED, Json(json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}})))
+    (
+        StatusCode::UNAUTHORIZED,
+        Json(
+            json!({"error": {"message": "Incorrect API key provided", "type": "invalid_request_error"}}),
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_compatible_server_one_tool_round() {
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let app = axum::Router::new().route("/v1/chat/completions", post(fake_openai)).with_state(seen.clone());
+    let app = axum::Router::new()
+        .route("/v1/chat/completions", post(fake_openai))
+        .with_state(seen.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = tokio::spawn(async move { axum::serve(listener, app).await });
@@ -220,7 +272,14 @@ async fn openai_compatible_server_one_tool_round() {
         pocket()
             .env("OPENAI_BASE_URL", format!("http://{addr}/v1"))
             .env("OPENAI_API_KEY", "sk-test-key")
-            .args(["run", "--model", "openai:test-model", "--tool", "calculator", "What is 17 * 23?"])
+            .args([
+                "run",
+                "--model",
+                "openai:test-model",
+                "--tool",
+                "calculator",
+                "What is 17 * 23?",
+            ])
             .assert()
             .success()
             .get_output()
@@ -236,7 +295,12 @@ async fn openai_compatible_server_one_tool_round() {
     assert_eq!(seen.bodies[0]["model"], "test-model");
     assert_eq!(seen.bodies[0]["tools"][0]["function"]["name"], "calculator");
     assert_eq!(seen.auth[0].as_deref(), Some("Bearer sk-test-key"));
-    let tool_msg = seen.bodies[1]["messages"].as_array().unwrap().last().unwrap().clone();
+    let tool_msg = seen.bodies[1]["messages"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
     assert_eq!(tool_msg["role"], "tool");
     assert_eq!(tool_msg["tool_call_id"], "call_abc");
     assert_eq!(tool_msg["content"], "391");
@@ -263,7 +327,13 @@ async fn auth_failure_exits_1_without_printing_the_key() {
     .unwrap();
     server.abort();
     let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("authentication failed (HTTP 401): Incorrect API key provided"), "{stderr}");
+    assert!(
+        stderr.contains("authentication failed (HTTP 401): Incorrect API key provided"),
+        "{stderr}"
+    );
     assert!(stderr.contains("[auth, critical]"), "{stderr}");
-    assert!(!stderr.contains("sk-very-secret-value"), "the key leaked: {stderr}");
+    assert!(
+        !stderr.contains("sk-very-secret-value"),
+        "the key leaked: {stderr}"
+    );
 }

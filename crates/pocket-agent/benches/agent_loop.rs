@@ -8,7 +8,10 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pocket_agent::{Agent, Completion, CompletionRequest, Message, Model, ModelError, Tool, ToolCall, ToolContext, ToolError};
+use pocket_agent::{
+    Agent, Completion, CompletionRequest, Message, Model, ModelError, Tool, ToolCall, ToolContext,
+    ToolError,
+};
 use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::json;
@@ -24,14 +27,26 @@ impl Model for ZeroLatency {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
-        let turn = request.messages.iter().filter(|m| matches!(m, Message::Assistant { .. })).count();
+        let turn = request
+            .messages
+            .iter()
+            .filter(|m| matches!(m, Message::Assistant { .. }))
+            .count();
         if turn as u32 + 1 >= STEPS {
             return Ok(Completion::text("done"));
         }
         let call = if turn % 2 == 0 {
-            ToolCall { id: format!("c{turn}"), name: "add".into(), arguments: json!({"a": 2, "b": 3}) }
+            ToolCall {
+                id: format!("c{turn}"),
+                name: "add".into(),
+                arguments: json!({"a": 2, "b": 3}),
+            }
         } else {
-            ToolCall { id: format!("c{turn}"), name: "upper".into(), arguments: json!({"text": "hello"}) }
+            ToolCall {
+                id: format!("c{turn}"),
+                name: "upper".into(),
+                arguments: json!({"text": "hello"}),
+            }
         };
         Ok(Completion::tool_calls(vec![call]))
     }
@@ -81,13 +96,23 @@ impl Tool for Upper {
 }
 
 fn bench(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
-    let agent = Agent::builder(ZeroLatency).tool(Add).tool(Upper).max_iterations(STEPS).build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let agent = Agent::builder(ZeroLatency)
+        .tool(Add)
+        .tool(Upper)
+        .max_iterations(STEPS)
+        .build()
+        .unwrap();
     assert_eq!(rt.block_on(agent.run("go")).unwrap().iterations, STEPS);
 
     let mut group = c.benchmark_group("agent_loop");
     group.throughput(Throughput::Elements(u64::from(STEPS)));
-    group.bench_function("run_10_steps", |b| b.iter(|| rt.block_on(agent.run(black_box("go"))).unwrap()));
+    group.bench_function("run_10_steps", |b| {
+        b.iter(|| rt.block_on(agent.run(black_box("go"))).unwrap())
+    });
 
     let mut listening = agent.subscribe();
     group.bench_function("run_10_steps_with_event_subscriber", |b| {

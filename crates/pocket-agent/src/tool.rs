@@ -211,6 +211,15 @@ pub trait DynTool: Send + Sync + 'static {
 /// A shared, type-erased tool.
 pub type SharedTool = Arc<dyn DynTool>;
 
+impl std::fmt::Debug for dyn DynTool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DynTool")
+            .field("name", &self.spec().name)
+            .field("risk", &self.spec().risk)
+            .finish()
+    }
+}
+
 // Compile-time check that the trait stays object safe.
 const _: Option<&dyn DynTool> = None;
 

@@ -772,6 +772,7 @@ mod tests {
                 temperature: Some(0.0),
                 max_tokens: None,
             },
+            deadline: None,
         };
         let body =
             serde_json::to_value(MessagesRequest::new("claude", 4096, &request, false)).unwrap();

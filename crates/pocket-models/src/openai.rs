@@ -823,6 +823,7 @@ mod tests {
                 temperature: Some(0.5),
                 max_tokens: Some(64),
             },
+            deadline: None,
         };
         assert_eq!(
             request_json(&request, false),

@@ -61,7 +61,13 @@ impl Faults {
     /// split evenly: `transient(0.3)` fails 30 % of calls with a retryable error.
     pub fn transient(total: f64) -> Self {
         let each = total / 4.0;
-        Self { rate_limit: each, server_error: each, connection_reset: each, timeout: each, ..Self::default() }
+        Self {
+            rate_limit: each,
+            server_error: each,
+            connection_reset: each,
+            timeout: each,
+            ..Self::default()
+        }
     }
 }
 
@@ -83,7 +89,13 @@ pub struct SimConfig {
 
 impl Default for SimConfig {
     fn default() -> Self {
-        Self { seed: 0, latency_ms: 0, jitter_ms: 0, retry_after_ms: 100, faults: Faults::default() }
+        Self {
+            seed: 0,
+            latency_ms: 0,
+            jitter_ms: 0,
+            retry_after_ms: 100,
+            faults: Faults::default(),
+        }
     }
 }
 
@@ -103,7 +115,11 @@ impl SimModel {
 
     /// A `sim` model with a name of its own (for several in one process).
     pub fn named(name: impl Into<String>, config: SimConfig) -> Self {
-        Self { config, name: name.into(), calls: AtomicU64::new(0) }
+        Self {
+            config,
+            name: name.into(),
+            calls: AtomicU64::new(0),
+        }
     }
 
     /// Calls made so far.
@@ -115,7 +131,11 @@ impl SimModel {
         let n = self.calls.fetch_add(1, Ordering::Relaxed);
         let mut rng = fastrand::Rng::with_seed(mix(self.config.seed, n));
         let latency = self.config.latency_ms
-            + if self.config.jitter_ms > 0 { rng.u64(0..=self.config.jitter_ms) } else { 0 };
+            + if self.config.jitter_ms > 0 {
+                rng.u64(0..=self.config.jitter_ms)
+            } else {
+                0
+            };
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
         }
@@ -146,17 +166,31 @@ impl SimModel {
             });
         }
         if hit(f.timeout) {
-            return Err(ModelError::Timeout { after: Some(Duration::from_millis(latency)) });
+            return Err(ModelError::Timeout {
+                after: Some(Duration::from_millis(latency)),
+            });
         }
         if hit(f.malformed) {
-            return Err(ModelError::malformed("sim: injected malformed output `{\"choices\": [`"));
+            return Err(ModelError::malformed(
+                "sim: injected malformed output `{\"choices\": [`",
+            ));
         }
         let corrupt = f.invalid_tool_args > 0.0 && rng.f64() < f.invalid_tool_args;
         let mut completion = respond(request, corrupt);
         completion.usage = Usage {
-            input_tokens: request.messages.iter().map(|m| m.text().map_or(0, str::len) as u64).sum::<u64>() / 4,
+            input_tokens: request
+                .messages
+                .iter()
+                .map(|m| m.text().map_or(0, str::len) as u64)
+                .sum::<u64>()
+                / 4,
             output_tokens: completion.content.as_ref().map_or(0, |c| c.len() as u64) / 4
-                + completion.tool_calls.iter().map(|c| c.arguments.to_string().len() as u64).sum::<u64>() / 4,
+                + completion
+                    .tool_calls
+                    .iter()
+                    .map(|c| c.arguments.to_string().len() as u64)
+                    .sum::<u64>()
+                    / 4,
         };
         Ok(completion)
     }
@@ -182,11 +216,21 @@ impl Model for SimModel {
         let completion = self.answer(request).await?;
         let mut events = Vec::new();
         if let Some(text) = &completion.content {
-            events.extend(text.split_inclusive(' ').map(|w| Ok(StreamEvent::TextDelta(w.to_owned()))));
+            events.extend(
+                text.split_inclusive(' ')
+                    .map(|w| Ok(StreamEvent::TextDelta(w.to_owned()))),
+            );
         }
         for (index, call) in completion.tool_calls.iter().enumerate() {
-            events.push(Ok(StreamEvent::ToolCallStart { index, id: call.id.clone(), name: call.name.clone() }));
-            events.push(Ok(StreamEvent::ToolCallDelta { index, arguments: call.arguments.to_string() }));
+            events.push(Ok(StreamEvent::ToolCallStart {
+                index,
+                id: call.id.clone(),
+                name: call.name.clone(),
+            }));
+            events.push(Ok(StreamEvent::ToolCallDelta {
+                index,
+                arguments: call.arguments.to_string(),
+            }));
         }
         events.push(Ok(StreamEvent::Done(completion)));
         Ok(Box::pin(futures_util::stream::iter(events)))
@@ -204,7 +248,9 @@ fn mix(seed: u64, n: u64) -> u64 {
 /// The rule, without faults.
 fn respond(request: &CompletionRequest, corrupt: bool) -> Completion {
     let messages = &request.messages;
-    let task_at = messages.iter().rposition(|m| matches!(m, Message::User { .. }));
+    let task_at = messages
+        .iter()
+        .rposition(|m| matches!(m, Message::User { .. }));
     let task = task_at.and_then(|i| messages[i].text()).unwrap_or_default();
     let after = task_at.map_or(&messages[..0], |i| &messages[i + 1..]);
 
@@ -224,7 +270,10 @@ fn respond(request: &CompletionRequest, corrupt: bool) -> Completion {
             Completion::tool_calls(calls)
         };
     }
-    let turns = after.iter().filter(|m| matches!(m, Message::Assistant { .. })).count();
+    let turns = after
+        .iter()
+        .filter(|m| matches!(m, Message::Assistant { .. }))
+        .count();
     let invalid = results.iter().any(|m| {
         matches!(m, Message::Tool { is_error: true, content, .. } if content.contains("invalid arguments"))
     });
@@ -245,7 +294,12 @@ fn respond(request: &CompletionRequest, corrupt: bool) -> Completion {
     let lines: Vec<String> = results
         .iter()
         .filter_map(|m| match m {
-            Message::Tool { call_id, name, content, is_error } => {
+            Message::Tool {
+                call_id,
+                name,
+                content,
+                is_error,
+            } => {
                 let expr = asked
                     .iter()
                     .find(|c| &c.id == call_id)
@@ -260,12 +314,19 @@ fn respond(request: &CompletionRequest, corrupt: bool) -> Completion {
             _ => None,
         })
         .collect();
-    Completion { content: Some(lines.join("\n")), finish_reason: FinishReason::Stop, ..Completion::default() }
+    Completion {
+        content: Some(lines.join("\n")),
+        finish_reason: FinishReason::Stop,
+        ..Completion::default()
+    }
 }
 
 fn derive_calls(task: &str, tools: &[ToolSpec], corrupt: bool) -> Vec<ToolCall> {
     let lower = task.to_lowercase();
-    let words: Vec<&str> = lower.split(|c: char| !c.is_alphanumeric() && c != '_').filter(|w| !w.is_empty()).collect();
+    let words: Vec<&str> = lower
+        .split(|c: char| !c.is_alphanumeric() && c != '_')
+        .filter(|w| !w.is_empty())
+        .collect();
     let expression = find_expression(task);
     let mut calls = Vec::new();
     for spec in tools {
@@ -273,16 +334,26 @@ fn derive_calls(task: &str, tools: &[ToolSpec], corrupt: bool) -> Vec<ToolCall> 
         let takes_expression = props.is_some_and(|p| p.contains_key("expression"));
         let name = spec.name.to_lowercase();
         let named = words.contains(&name.as_str())
-            || name.split(['_', '-', '.']).any(|part| part.len() >= 3 && words.contains(&part));
+            || name
+                .split(['_', '-', '.'])
+                .any(|part| part.len() >= 3 && words.contains(&part));
         if !(named || takes_expression && expression.is_some()) {
             continue;
         }
         let arguments = if corrupt {
             Value::String("{\"oops\": not json".into())
         } else {
-            Value::Object(derive_arguments(task, &spec.parameters, expression.as_deref()))
+            Value::Object(derive_arguments(
+                task,
+                &spec.parameters,
+                expression.as_deref(),
+            ))
         };
-        calls.push(ToolCall { id: format!("call_{}", calls.len() + 1), name: spec.name.clone(), arguments });
+        calls.push(ToolCall {
+            id: format!("call_{}", calls.len() + 1),
+            name: spec.name.clone(),
+            arguments,
+        });
     }
     calls
 }
@@ -307,16 +378,21 @@ fn derive_arguments(task: &str, schema: &Value, expression: Option<&str>) -> Map
         });
         let value = match (ty, key.as_str()) {
             (Some("string"), "expression") => expression.map(Value::from),
-            (Some("string"), "url") => task.split_whitespace().find(|w| w.starts_with("http")).map(|u| {
-                Value::from(u.trim_end_matches(['.', ',', '?', '!', ')']))
-            }),
+            (Some("string"), "url") => task
+                .split_whitespace()
+                .find(|w| w.starts_with("http"))
+                .map(|u| Value::from(u.trim_end_matches(['.', ',', '?', '!', ')']))),
             (Some("string"), _) => match quoted {
                 Some(q) => Some(Value::from(q)),
                 None if is_required => Some(Value::from(task)),
                 None => None,
             },
-            (Some("integer"), _) => find_number(task).map(|n| Value::from(n as i64)).or(is_required.then(|| Value::from(0))),
-            (Some("number"), _) => find_number(task).map(Value::from).or(is_required.then(|| Value::from(0))),
+            (Some("integer"), _) => find_number(task)
+                .map(|n| Value::from(n as i64))
+                .or(is_required.then(|| Value::from(0))),
+            (Some("number"), _) => find_number(task)
+                .map(Value::from)
+                .or(is_required.then(|| Value::from(0))),
             (Some("boolean"), _) => is_required.then_some(Value::Bool(false)),
             (Some("array"), _) => is_required.then(|| Value::Array(Vec::new())),
             (Some("object"), _) => is_required.then(|| Value::Object(Map::new())),
@@ -337,7 +413,8 @@ fn find_expression(task: &str) -> Option<String> {
         .filter(|s| {
             let b = s.as_bytes();
             b.iter().any(u8::is_ascii_digit)
-                && (1..b.len()).any(|i| b"+-*/%^".contains(&b[i]) && b[..i].iter().any(u8::is_ascii_digit))
+                && (1..b.len())
+                    .any(|i| b"+-*/%^".contains(&b[i]) && b[..i].iter().any(u8::is_ascii_digit))
         })
         .max_by_key(|s| s.len())
         .map(str::to_owned)
@@ -346,10 +423,10 @@ fn find_expression(task: &str) -> Option<String> {
 fn find_quoted(task: &str) -> Option<&str> {
     for q in ['`', '"', '\''] {
         let mut parts = task.splitn(3, q);
-        if let (Some(_), Some(inner), Some(_)) = (parts.next(), parts.next(), parts.next()) {
-            if !inner.is_empty() {
-                return Some(inner);
-            }
+        if let (Some(_), Some(inner), Some(_)) = (parts.next(), parts.next(), parts.next())
+            && !inner.is_empty()
+        {
+            return Some(inner);
         }
     }
     None
@@ -378,13 +455,23 @@ mod tests {
     }
 
     fn request(messages: Vec<Message>, tools: Vec<ToolSpec>) -> CompletionRequest {
-        CompletionRequest { messages, tools: Arc::from(tools), ..Default::default() }
+        CompletionRequest {
+            messages,
+            tools: Arc::from(tools),
+            ..Default::default()
+        }
     }
 
     #[test]
     fn finds_the_expression() {
-        assert_eq!(find_expression("What is 17 * 23?").as_deref(), Some("17 * 23"));
-        assert_eq!(find_expression("Compute (2 + 3) ^ 2 please.").as_deref(), Some("(2 + 3) ^ 2"));
+        assert_eq!(
+            find_expression("What is 17 * 23?").as_deref(),
+            Some("17 * 23")
+        );
+        assert_eq!(
+            find_expression("Compute (2 + 3) ^ 2 please.").as_deref(),
+            Some("(2 + 3) ^ 2")
+        );
         assert_eq!(find_expression("Call me at 555"), None);
         assert_eq!(find_expression("-5"), None);
     }
@@ -394,13 +481,21 @@ mod tests {
         let task = Message::user("What is 17 * 23?");
         let first = respond(&request(vec![task.clone()], vec![calculator()]), false);
         assert_eq!(first.tool_calls.len(), 1);
-        assert_eq!(first.tool_calls[0].arguments, json!({"expression": "17 * 23"}));
+        assert_eq!(
+            first.tool_calls[0].arguments,
+            json!({"expression": "17 * 23"})
+        );
         let second = respond(
             &request(
                 vec![
                     task,
                     first.to_message(),
-                    Message::Tool { call_id: "call_1".into(), name: "calculator".into(), content: "391".into(), is_error: false },
+                    Message::Tool {
+                        call_id: "call_1".into(),
+                        name: "calculator".into(),
+                        content: "391".into(),
+                        is_error: false,
+                    },
                 ],
                 vec![calculator()],
             ),
@@ -417,7 +512,13 @@ mod tests {
             "Reads a file.",
             json!({"type": "object", "properties": {"path": {"type": "string"}, "max": {"type": "integer"}}, "required": ["path"]}),
         );
-        let c = respond(&request(vec![Message::user("read 'notes.txt' please")], vec![read, calculator()]), false);
+        let c = respond(
+            &request(
+                vec![Message::user("read 'notes.txt' please")],
+                vec![read, calculator()],
+            ),
+            false,
+        );
         assert_eq!(c.tool_calls.len(), 1);
         assert_eq!(c.tool_calls[0].name, "read_file");
         assert_eq!(c.tool_calls[0].arguments, json!({"path": "notes.txt"}));
@@ -426,24 +527,40 @@ mod tests {
     #[test]
     fn without_tools_it_says_so() {
         let c = respond(&request(vec![Message::user("hello")], vec![]), false);
-        assert_eq!(c.content.as_deref(), Some("I have no tool for this. You asked: hello"));
+        assert_eq!(
+            c.content.as_deref(),
+            Some("I have no tool for this. You asked: hello")
+        );
     }
 
     #[tokio::test]
     async fn faults_are_deterministic_under_a_seed() {
-        let config = SimConfig { seed: 7, faults: Faults::transient(0.5), ..Default::default() };
+        let config = SimConfig {
+            seed: 7,
+            faults: Faults::transient(0.5),
+            ..Default::default()
+        };
         let req = request(vec![Message::user("hi")], vec![]);
         let mut runs = Vec::new();
         for _ in 0..2 {
             let model = SimModel::new(config.clone());
             let mut outcomes = Vec::new();
             for _ in 0..200 {
-                outcomes.push(model.complete(&req).await.map_err(|e| e.to_string()).map(|c| c.content));
+                outcomes.push(
+                    model
+                        .complete(&req)
+                        .await
+                        .map_err(|e| e.to_string())
+                        .map(|c| c.content),
+                );
             }
             runs.push(outcomes);
         }
         assert_eq!(runs[0], runs[1]);
         let failures = runs[0].iter().filter(|o| o.is_err()).count();
-        assert!((60..140).contains(&failures), "about half of 200 calls fail, got {failures}");
+        assert!(
+            (60..140).contains(&failures),
+            "about half of 200 calls fail, got {failures}"
+        );
     }
 }

@@ -86,6 +86,7 @@ async fn request_shape_headers_and_tool_use_mapping() {
             temperature: Some(0.5),
             max_tokens: None,
         },
+        deadline: None,
     };
 
     let m = model(&srv.url);

@@ -77,6 +77,7 @@ async fn complete_sends_messages_tools_and_bearer_key() {
             temperature: Some(0.25),
             max_tokens: Some(100),
         },
+        deadline: None,
     };
 
     let completion = model(&srv.url).complete(&request).await.unwrap();
