@@ -275,7 +275,7 @@ mod tests {
     fn unknown_keys_are_named_with_their_path() {
         let e = err("[agents.default]\nmodle = \"sim\"\n");
         assert!(
-            e.starts_with("agents.default: unknown field `modle`"),
+            e.starts_with("agents.default.modle: unknown field `modle`"),
             "{e}"
         );
         assert!(e.contains("line 2"), "{e}");

@@ -74,7 +74,12 @@ impl From<ConfigError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
+    // The demo's progress bar and report are its output; failed runs are in the report.
+    init_logging(if matches!(cli.command, Command::Demo(_)) {
+        "error"
+    } else {
+        "warn"
+    });
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -105,14 +110,14 @@ fn report(failure: Failure) -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `POCKET_LOG` or `RUST_LOG` set the filter (default `warn`).
-fn init_logging() {
+/// Logs go to stderr; `POCKET_LOG` or `RUST_LOG` set the filter (default: `default`).
+fn init_logging(default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = std::env::var("POCKET_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new("warn"));
+        .unwrap_or_else(|| EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -140,7 +140,7 @@ fn config_typos_name_the_file_and_key() {
         .code(2)
         .stderr(
             predicate::str::contains(format!(
-                "{path}: agents.default: unknown field `max_iteratons`"
+                "{path}: agents.default.max_iteratons: unknown field `max_iteratons`"
             ))
             .and(predicate::str::contains("line 2")),
         );

@@ -300,8 +300,10 @@ fn respond(request: &CompletionRequest, corrupt: bool) -> Completion {
                 content,
                 is_error,
             } => {
+                // Latest first: a re-asked call may reuse an id.
                 let expr = asked
                     .iter()
+                    .rev()
                     .find(|c| &c.id == call_id)
                     .and_then(|c| c.arguments.get("expression"))
                     .and_then(Value::as_str);
@@ -522,6 +524,37 @@ mod tests {
         assert_eq!(c.tool_calls.len(), 1);
         assert_eq!(c.tool_calls[0].name, "read_file");
         assert_eq!(c.tool_calls[0].arguments, json!({"path": "notes.txt"}));
+    }
+
+    #[test]
+    fn reasked_call_after_invalid_arguments_answers_with_the_expression() {
+        let task = Message::user("What is 41 + 55?");
+        let bad = respond(&request(vec![task.clone()], vec![calculator()]), true);
+        assert!(
+            bad.tool_calls[0].arguments.is_string(),
+            "corrupted arguments"
+        );
+        let error = Message::Tool {
+            call_id: bad.tool_calls[0].id.clone(),
+            name: "calculator".into(),
+            content: "error: invalid arguments: not an object".into(),
+            is_error: true,
+        };
+        let mut messages = vec![task, bad.to_message(), error];
+        let again = respond(&request(messages.clone(), vec![calculator()]), false);
+        assert_eq!(
+            again.tool_calls[0].arguments,
+            json!({"expression": "41 + 55"})
+        );
+        messages.push(again.to_message());
+        messages.push(Message::Tool {
+            call_id: again.tool_calls[0].id.clone(),
+            name: "calculator".into(),
+            content: "96".into(),
+            is_error: false,
+        });
+        let answer = respond(&request(messages, vec![calculator()]), false);
+        assert_eq!(answer.content.as_deref(), Some("41 + 55 = 96"));
     }
 
     #[test]
