@@ -1,0 +1,3 @@
+//! The added cost of the resilience layers per call (written next).
+
+fn main() {}
