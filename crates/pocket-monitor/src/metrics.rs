@@ -732,7 +732,7 @@ impl Collector for ProcessCollector {
         let uptime = ConstGauge::new(self.started.elapsed().as_secs_f64());
         uptime.encode(encoder.encode_descriptor(
             "uptime",
-            "Time since the metrics registry was created",
+            "Time since the metrics registry was created.",
             Some(&Unit::Seconds),
             uptime.metric_type(),
         )?)?;
@@ -742,21 +742,21 @@ impl Collector for ProcessCollector {
         let rss = ConstGauge::new(i64::try_from(p.resident_bytes).unwrap_or(i64::MAX));
         rss.encode(encoder.encode_descriptor(
             "process_resident_memory",
-            "Resident memory of the process",
+            "Resident memory of the process.",
             Some(&Unit::Bytes),
             rss.metric_type(),
         )?)?;
         let cpu = ConstCounter::new(p.cpu_seconds);
         cpu.encode(encoder.encode_descriptor(
             "process_cpu",
-            "CPU time of the process, user and system",
+            "CPU time of the process, user and system.",
             Some(&Unit::Seconds),
             cpu.metric_type(),
         )?)?;
         let threads = ConstGauge::new(i64::try_from(p.threads).unwrap_or(i64::MAX));
         threads.encode(encoder.encode_descriptor(
             "process_threads",
-            "Threads of the process",
+            "Threads of the process.",
             None,
             threads.metric_type(),
         )?)?;
@@ -764,7 +764,7 @@ impl Collector for ProcessCollector {
             let fds = ConstGauge::new(i64::try_from(fds).unwrap_or(i64::MAX));
             fds.encode(encoder.encode_descriptor(
                 "process_open_fds",
-                "Open file descriptors of the process",
+                "Open file descriptors of the process.",
                 None,
                 fds.metric_type(),
             )?)?;
