@@ -7,13 +7,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::{FutureExt, StreamExt};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::{OnceCell, broadcast};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::approval::{Approval, ApprovalPolicy, ApprovalRequest, Approver};
+use crate::durable::{
+    Checkpoint, CheckpointRef, Checkpointer, InterruptedCalls, JournalEntry, JournalState,
+};
 use crate::error::{AgentError, AgentErrorKind, Classify, ModelError, ToolError};
 use crate::event::{AgentEvent, EventKind};
 use crate::message::{
@@ -48,6 +51,7 @@ struct Inner {
     plugins: Vec<Arc<dyn Plugin>>,
     options: RequestOptions,
     streaming: bool,
+    interrupted: InterruptedCalls,
     events: broadcast::Sender<AgentEvent>,
     loaded: OnceCell<Result<(), (String, String)>>,
     next_run: AtomicU64,
@@ -62,7 +66,7 @@ struct Registered {
 }
 
 /// One run's input beyond the task.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 pub struct RunRequest {
     /// The task, added as the last user message.
     pub task: String,
@@ -72,6 +76,23 @@ pub struct RunRequest {
     pub run_id: Option<String>,
     /// Cancels the run; default: never.
     pub cancel: Option<CancellationToken>,
+    /// Saves the run's state after each step and journals tool calls; default: none.
+    pub checkpointer: Option<Arc<dyn Checkpointer>>,
+    /// Resume from this checkpoint instead of starting (the task and history are then
+    /// ignored, and `before_run` hooks are not called again).
+    pub resume: Option<Checkpoint>,
+}
+
+impl std::fmt::Debug for RunRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunRequest")
+            .field("task", &self.task)
+            .field("history", &self.history.len())
+            .field("run_id", &self.run_id)
+            .field("durable", &self.checkpointer.is_some())
+            .field("resume", &self.resume.as_ref().map(|c| c.iterations))
+            .finish()
+    }
 }
 
 impl RunRequest {
@@ -85,14 +106,14 @@ impl RunRequest {
 }
 
 /// One tool call of a run, as recorded in its output.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCallRecord {
     /// The tool.
     pub name: String,
     /// The arguments it ran with (or was refused with).
     pub arguments: Value,
     /// The error the model saw, if the call failed.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     /// How long the call took, in seconds.
     pub duration_secs: f64,
@@ -153,6 +174,7 @@ pub struct AgentBuilder {
     plugins: Vec<Arc<dyn Plugin>>,
     options: RequestOptions,
     streaming: bool,
+    interrupted: InterruptedCalls,
 }
 
 impl AgentBuilder {
@@ -248,6 +270,13 @@ impl AgentBuilder {
         self
     }
 
+    /// What a resumed run does with a non-idempotent call that started before a crash and
+    /// has no journaled result. Default: [`InterruptedCalls::Fail`].
+    pub fn interrupted_calls(mut self, policy: InterruptedCalls) -> Self {
+        self.interrupted = policy;
+        self
+    }
+
     /// Builds the agent.
     ///
     /// # Errors
@@ -296,6 +325,7 @@ impl AgentBuilder {
                 plugins: self.plugins,
                 options: self.options,
                 streaming: self.streaming,
+                interrupted: self.interrupted,
                 events,
                 loaded: OnceCell::new(),
                 next_run: AtomicU64::new(1),
@@ -324,6 +354,13 @@ enum CallOutcome {
         plugin: String,
         reason: String,
     },
+    Fail(AgentErrorKind),
+}
+
+/// A run's durability: where it checkpoints, and the journal it resumed with.
+struct Durable {
+    store: Arc<dyn Checkpointer>,
+    resumed: HashMap<String, JournalState>,
 }
 
 impl Agent {
@@ -364,6 +401,7 @@ impl Agent {
             plugins: Vec::new(),
             options: RequestOptions::default(),
             streaming: false,
+            interrupted: InterruptedCalls::Fail,
         }
     }
 
@@ -416,10 +454,22 @@ impl Agent {
                 inner.next_run.fetch_add(1, Ordering::Relaxed)
             )),
         };
+        let task = match (&request.resume, request.task.is_empty()) {
+            (Some(cp), true) => cp
+                .messages
+                .iter()
+                .rev()
+                .find_map(|m| match m {
+                    Message::User { content } => Some(content.as_str()),
+                    _ => None,
+                })
+                .unwrap_or_default(),
+            _ => request.task.as_str(),
+        };
         let run = RunInfo {
             run_id,
             agent: inner.name.clone(),
-            task: Arc::from(request.task.as_str()),
+            task: Arc::from(task),
             started: Instant::now(),
         };
         let span = tracing::info_span!(
@@ -429,11 +479,31 @@ impl Agent {
             run_id = %run.run_id,
         );
         let cancel = request.cancel.unwrap_or_default();
+        let durable = request.checkpointer.map(|store| Durable {
+            store,
+            resumed: request
+                .resume
+                .as_ref()
+                .map(|c| {
+                    c.journal
+                        .iter()
+                        .map(|e| (e.call_id.clone(), e.state.clone()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        });
         async move {
-            let mut messages = Vec::with_capacity(request.history.len() + 2);
-            messages.extend(inner.system_prompt.as_ref().map(Message::system));
-            messages.extend(request.history);
-            messages.push(Message::user(request.task));
+            let resumed = request.resume.is_some();
+            let (messages, iterations, usage, records) = match request.resume {
+                Some(cp) => (cp.messages, cp.iterations, cp.usage, cp.tool_calls),
+                None => {
+                    let mut messages = Vec::with_capacity(request.history.len() + 2);
+                    messages.extend(inner.system_prompt.as_ref().map(Message::system));
+                    messages.extend(request.history);
+                    messages.push(Message::user(request.task));
+                    (messages, 0, Usage::default(), Vec::new())
+                }
+            };
             let mut state = RunState {
                 request: CompletionRequest {
                     messages,
@@ -441,14 +511,20 @@ impl Agent {
                     options: inner.options.clone(),
                     deadline: inner.run_timeout.map(|t| tokio::time::Instant::now() + t),
                 },
-                iterations: 0,
-                usage: Usage::default(),
-                records: Vec::new(),
+                iterations,
+                usage,
+                records,
             };
-            self.emit(&run, || EventKind::RunStarted {
-                task: run.task.clone(),
-            });
-            let result = self.run_inner(&run, &mut state, &cancel).await;
+            if resumed {
+                self.emit(&run, || EventKind::RunResumed { iterations });
+            } else {
+                self.emit(&run, || EventKind::RunStarted {
+                    task: run.task.clone(),
+                });
+            }
+            let result = self
+                .run_inner(&run, &mut state, durable.as_ref(), resumed, &cancel)
+                .await;
             // Whatever ended the run, its tools should stop too.
             cancel.cancel();
             let result = match result {
@@ -483,6 +559,8 @@ impl Agent {
         &self,
         run: &RunInfo,
         state: &mut RunState,
+        durable: Option<&Durable>,
+        resumed: bool,
         cancel: &CancellationToken,
     ) -> Result<String, AgentErrorKind> {
         let inner = &*self.inner;
@@ -495,7 +573,7 @@ impl Agent {
                 });
             }
         }
-        for plugin in &inner.plugins {
+        for plugin in inner.plugins.iter().filter(|_| !resumed) {
             match plugin.before_run(run, &state.request.messages).await {
                 BeforeRun::Continue => {}
                 BeforeRun::Rewrite(messages) => state.request.messages = messages,
@@ -519,7 +597,7 @@ impl Agent {
             () = limit => Err(AgentErrorKind::Timeout {
                 after: inner.run_timeout.unwrap_or_default(),
             }),
-            result = self.run_loop(run, state, cancel) => result,
+            result = self.run_loop(run, state, durable, cancel) => result,
         }
     }
 
@@ -537,10 +615,23 @@ impl Agent {
         &self,
         run: &RunInfo,
         state: &mut RunState,
+        durable: Option<&Durable>,
         cancel: &CancellationToken,
     ) -> Result<String, AgentErrorKind> {
         let inner = &*self.inner;
-        while state.iterations < inner.max_iterations {
+        loop {
+            // Calls of the last turn without results: a resumed run picks them up here.
+            let pending = pending_calls(&state.request.messages);
+            if !pending.is_empty() {
+                self.run_calls(run, state, durable, &pending, cancel)
+                    .await?;
+                checkpoint(run, state, durable).await?;
+            }
+            if state.iterations >= inner.max_iterations {
+                return Err(AgentErrorKind::MaxIterations {
+                    limit: inner.max_iterations,
+                });
+            }
             state.iterations += 1;
             let completion = self
                 .call_model(run, state)
@@ -556,45 +647,57 @@ impl Agent {
                 return Ok(answer);
             }
             let calls = completion.tool_calls;
-            let outcomes = futures_util::future::join_all(
-                calls.iter().map(|call| self.execute(run, call, cancel)),
-            )
-            .await;
-            let mut stop = None;
-            let mut results = Vec::with_capacity(calls.len());
-            for (call, outcome) in calls.iter().zip(outcomes) {
-                match outcome {
-                    CallOutcome::Done {
+            state.request.messages.push(Message::Assistant {
+                content: completion.content,
+                tool_calls: calls.clone(),
+            });
+            // Saved before the calls run, so a crash now re-runs the calls, not the model.
+            checkpoint(run, state, durable).await?;
+            self.run_calls(run, state, durable, &calls, cancel).await?;
+            checkpoint(run, state, durable).await?;
+        }
+    }
+
+    /// Runs one turn's calls concurrently and appends their results in order.
+    async fn run_calls(
+        &self,
+        run: &RunInfo,
+        state: &mut RunState,
+        durable: Option<&Durable>,
+        calls: &[ToolCall],
+        cancel: &CancellationToken,
+    ) -> Result<(), AgentErrorKind> {
+        let outcomes = futures_util::future::join_all(
+            calls
+                .iter()
+                .map(|call| self.execute(run, durable, call, cancel)),
+        )
+        .await;
+        let mut failure = None;
+        for (call, outcome) in calls.iter().zip(outcomes) {
+            match outcome {
+                CallOutcome::Done {
+                    content,
+                    is_error,
+                    record,
+                } => {
+                    state.records.push(record);
+                    state.request.messages.push(Message::Tool {
+                        call_id: call.id.clone(),
+                        name: call.name.clone(),
                         content,
                         is_error,
-                        record,
-                    } => {
-                        state.records.push(record);
-                        results.push(Message::Tool {
-                            call_id: call.id.clone(),
-                            name: call.name.clone(),
-                            content,
-                            is_error,
-                        });
-                    }
-                    CallOutcome::Stop { plugin, reason } => {
-                        stop.get_or_insert(AgentErrorKind::Stopped { plugin, reason });
-                    }
+                    });
+                }
+                CallOutcome::Stop { plugin, reason } => {
+                    failure.get_or_insert(AgentErrorKind::Stopped { plugin, reason });
+                }
+                CallOutcome::Fail(kind) => {
+                    failure.get_or_insert(kind);
                 }
             }
-            let messages = &mut state.request.messages;
-            messages.push(Message::Assistant {
-                content: completion.content,
-                tool_calls: calls,
-            });
-            messages.extend(results);
-            if let Some(stop) = stop {
-                return Err(stop);
-            }
         }
-        Err(AgentErrorKind::MaxIterations {
-            limit: inner.max_iterations,
-        })
+        failure.map_or(Ok(()), Err)
     }
 
     async fn call_model(&self, run: &RunInfo, state: &RunState) -> Result<Completion, ModelError> {
@@ -671,16 +774,34 @@ impl Agent {
     async fn execute(
         &self,
         run: &RunInfo,
+        durable: Option<&Durable>,
         call: &ToolCall,
         cancel: &CancellationToken,
     ) -> CallOutcome {
         let started = Instant::now();
-        let Some(tool) = self
-            .inner
-            .by_name
-            .get(&call.name)
-            .map(|&i| &self.inner.tools[i])
-        else {
+        let inner = &*self.inner;
+        let tool = inner.by_name.get(&call.name).map(|&i| &inner.tools[i]);
+        let mut ask = false;
+        match durable.and_then(|d| d.resumed.get(&call.id)) {
+            Some(JournalState::Finished { content, is_error }) => {
+                return self.replayed(run, call, content, *is_error);
+            }
+            Some(JournalState::Started) if !tool.is_some_and(|t| t.tool.spec().idempotent) => {
+                let interrupted = || {
+                    CallOutcome::Fail(AgentErrorKind::Interrupted {
+                        tool: call.name.clone(),
+                        call_id: call.id.clone(),
+                    })
+                };
+                match inner.interrupted {
+                    InterruptedCalls::Fail => return interrupted(),
+                    InterruptedCalls::Ask if inner.approver.is_none() => return interrupted(),
+                    InterruptedCalls::Ask => ask = true,
+                }
+            }
+            _ => {}
+        }
+        let Some(tool) = tool else {
             let err = ToolError::NotFound {
                 name: call.name.clone(),
             };
@@ -692,16 +813,65 @@ impl Agent {
             gen_ai.tool.name = %tool.name,
             gen_ai.tool.call.id = %call.id,
         );
-        self.execute_known(run, call, tool, cancel, started)
+        let outcome = self
+            .execute_known(run, durable, call, tool, ask, cancel, started)
             .instrument(span)
-            .await
+            .await;
+        if let (
+            Some(d),
+            CallOutcome::Done {
+                content, is_error, ..
+            },
+        ) = (durable, &outcome)
+        {
+            let entry = JournalEntry {
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                state: JournalState::Finished {
+                    content: content.clone(),
+                    is_error: *is_error,
+                },
+            };
+            if let Err(e) = d.store.journal(&run.run_id, &entry).await {
+                return CallOutcome::Fail(AgentErrorKind::Checkpoint { message: e.0 });
+            }
+        }
+        outcome
     }
 
-    async fn execute_known(
+    /// A call whose result was journaled before a crash: the model sees it again, the tool
+    /// does not run.
+    fn replayed(
         &self,
         run: &RunInfo,
         call: &ToolCall,
+        content: &str,
+        is_error: bool,
+    ) -> CallOutcome {
+        self.emit(run, || EventKind::ToolCallReplayed {
+            call_id: call.id.clone(),
+            tool: Arc::from(call.name.as_str()),
+        });
+        CallOutcome::Done {
+            content: content.to_owned(),
+            is_error,
+            record: ToolCallRecord {
+                name: call.name.clone(),
+                arguments: call.arguments.clone(),
+                error: is_error.then(|| content.to_owned()),
+                duration_secs: 0.0,
+            },
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)] // private; each is a distinct input of one call
+    async fn execute_known(
+        &self,
+        run: &RunInfo,
+        durable: Option<&Durable>,
+        call: &ToolCall,
         tool: &Registered,
+        ask: bool,
         cancel: &CancellationToken,
         started: Instant,
     ) -> CallOutcome {
@@ -736,7 +906,7 @@ impl Agent {
         if let Err(err) = validate(tool, &args) {
             return self.refused(run, call, Some(tool), args, err, started);
         }
-        if inner.approval.requires_approval(tool.risk) {
+        if ask || inner.approval.requires_approval(tool.risk) {
             match self.ask_approval(run, call, tool, &args).await {
                 Ok(Some(edited)) => {
                     if let Err(err) = validate(tool, &edited) {
@@ -749,6 +919,16 @@ impl Agent {
             }
         }
 
+        if let Some(d) = durable {
+            let entry = JournalEntry {
+                call_id: call.id.clone(),
+                tool: call.name.clone(),
+                state: JournalState::Started,
+            };
+            if let Err(e) = d.store.journal(&run.run_id, &entry).await {
+                return CallOutcome::Fail(AgentErrorKind::Checkpoint { message: e.0 });
+            }
+        }
         self.emit(run, || EventKind::ToolCallStarted {
             call_id: call.id.clone(),
             tool: tool.name.clone(),
@@ -1000,6 +1180,49 @@ impl std::fmt::Debug for Agent {
             .field("max_iterations", &self.inner.max_iterations)
             .finish_non_exhaustive()
     }
+}
+
+/// Calls of the last assistant turn that have no result yet.
+fn pending_calls(messages: &[Message]) -> Vec<ToolCall> {
+    let Some(at) = messages
+        .iter()
+        .rposition(|m| matches!(m, Message::Assistant { .. }))
+    else {
+        return Vec::new();
+    };
+    let Message::Assistant { tool_calls, .. } = &messages[at] else {
+        return Vec::new();
+    };
+    let answered: Vec<&str> = messages[at + 1..]
+        .iter()
+        .filter_map(|m| match m {
+            Message::Tool { call_id, .. } => Some(call_id.as_str()),
+            _ => None,
+        })
+        .collect();
+    tool_calls
+        .iter()
+        .filter(|c| !answered.contains(&c.id.as_str()))
+        .cloned()
+        .collect()
+}
+
+async fn checkpoint(
+    run: &RunInfo,
+    state: &RunState,
+    durable: Option<&Durable>,
+) -> Result<(), AgentErrorKind> {
+    let Some(d) = durable else { return Ok(()) };
+    let view = CheckpointRef {
+        messages: &state.request.messages,
+        iterations: state.iterations,
+        usage: state.usage,
+        tool_calls: &state.records,
+    };
+    d.store
+        .checkpoint(&run.run_id, view)
+        .await
+        .map_err(|e| AgentErrorKind::Checkpoint { message: e.0 })
 }
 
 /// Arguments as a JSON object; providers pass unparsable argument text as a JSON string.

@@ -469,6 +469,24 @@ pub enum AgentErrorKind {
         /// Its reason.
         reason: String,
     },
+    /// On resuming, a call of a non-idempotent tool had started before the crash and has no
+    /// result; it is not run again blindly.
+    #[error(
+        "tool call `{tool}` ({call_id}) started before the run was interrupted and has no \
+         recorded result; the tool is not idempotent, so it is not run again"
+    )]
+    Interrupted {
+        /// The tool.
+        tool: String,
+        /// The call's id.
+        call_id: String,
+    },
+    /// Saving the run's state failed.
+    #[error("saving the run's checkpoint failed: {message}")]
+    Checkpoint {
+        /// What failed.
+        message: String,
+    },
     /// A plugin failed to load.
     #[error("plugin `{plugin}` failed to load: {message}")]
     Plugin {
@@ -588,6 +606,8 @@ impl Classify for AgentError {
             AgentErrorKind::Cancelled => Classification::new(K::Unknown, S::Low, false),
             AgentErrorKind::Stopped { .. } => Classification::new(K::Validation, S::Medium, false),
             AgentErrorKind::Plugin { .. } => Classification::new(K::Unknown, S::High, false),
+            AgentErrorKind::Interrupted { .. } => Classification::new(K::Tool, S::High, false),
+            AgentErrorKind::Checkpoint { .. } => Classification::new(K::Resource, S::High, true),
         }
     }
 }

@@ -35,6 +35,11 @@ pub enum EventKind {
         /// The task.
         task: Arc<str>,
     },
+    /// A run resumed from a checkpoint.
+    RunResumed {
+        /// Model turns already used.
+        iterations: u32,
+    },
     /// A model call started.
     ModelCallStarted {
         /// The iteration (1-based).
@@ -100,6 +105,13 @@ pub enum EventKind {
         #[serde(skip_serializing_if = "Option::is_none")]
         classification: Option<Classification>,
     },
+    /// A call's result was replayed from the journal; the tool did not run again.
+    ToolCallReplayed {
+        /// The call's id.
+        call_id: String,
+        /// The tool.
+        tool: Arc<str>,
+    },
     /// A person is asked to approve a call.
     ApprovalRequested {
         /// The call's id.
@@ -163,12 +175,14 @@ impl EventKind {
     pub fn name(&self) -> &'static str {
         match self {
             Self::RunStarted { .. } => "run_started",
+            Self::RunResumed { .. } => "run_resumed",
             Self::ModelCallStarted { .. } => "model_call_started",
             Self::ModelCallFinished { .. } => "model_call_finished",
             Self::ModelCallFailed { .. } => "model_call_failed",
             Self::TextDelta { .. } => "text_delta",
             Self::ToolCallStarted { .. } => "tool_call_started",
             Self::ToolCallFinished { .. } => "tool_call_finished",
+            Self::ToolCallReplayed { .. } => "tool_call_replayed",
             Self::ApprovalRequested { .. } => "approval_requested",
             Self::ApprovalDecided { .. } => "approval_decided",
             Self::ApprovalFailed { .. } => "approval_failed",

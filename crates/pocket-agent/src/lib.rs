@@ -63,6 +63,7 @@
 
 pub mod agent;
 pub mod approval;
+pub mod durable;
 pub mod error;
 pub mod event;
 pub mod message;
@@ -76,6 +77,10 @@ pub use agent::{Agent, AgentBuilder, BuildError, RunOutput, RunRequest, ToolCall
 pub use approval::{
     Approval, ApprovalError, ApprovalPolicy, ApprovalRequest, Approver, AutoApprove, DenyAll,
     OnApprovalFailure,
+};
+pub use durable::{
+    Checkpoint, CheckpointError, CheckpointRef, Checkpointer, InterruptedCalls, JournalEntry,
+    JournalState,
 };
 pub use error::{
     AgentError, AgentErrorKind, Classification, Classify, ErrorKind, ModelError, Severity,

@@ -81,3 +81,70 @@ pub fn call(id: &str, name: &str, arguments: serde_json::Value) -> ToolCall {
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
+
+/// A [`Checkpointer`](crate::Checkpointer) in memory: keeps every checkpoint and the journal
+/// entries written since the last one, as a task store would.
+#[derive(Debug, Default)]
+pub struct MemoryCheckpointer {
+    state: Mutex<MemoryState>,
+}
+
+#[derive(Debug, Default)]
+struct MemoryState {
+    checkpoints: Vec<crate::Checkpoint>,
+    journal: Vec<crate::JournalEntry>,
+    fail: bool,
+}
+
+impl MemoryCheckpointer {
+    /// How many checkpoints were written.
+    pub fn checkpoints(&self) -> usize {
+        lock(&self.state).checkpoints.len()
+    }
+
+    /// What a new process would resume from: the last checkpoint with the journal since.
+    pub fn resume_point(&self) -> Option<crate::Checkpoint> {
+        let state = lock(&self.state);
+        let mut cp = state.checkpoints.last()?.clone();
+        cp.journal = state.journal.clone();
+        Some(cp)
+    }
+
+    /// Makes every later write fail.
+    pub fn fail_from_now(&self) {
+        lock(&self.state).fail = true;
+    }
+}
+
+impl crate::Checkpointer for MemoryCheckpointer {
+    fn checkpoint<'a>(
+        &'a self,
+        _run_id: &'a str,
+        view: crate::CheckpointRef<'a>,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::CheckpointError>> {
+        let mut state = lock(&self.state);
+        let result = if state.fail {
+            Err(crate::CheckpointError("disk full".into()))
+        } else {
+            state.checkpoints.push(view.to_owned());
+            state.journal.clear();
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+
+    fn journal<'a>(
+        &'a self,
+        _run_id: &'a str,
+        entry: &'a crate::JournalEntry,
+    ) -> futures_util::future::BoxFuture<'a, Result<(), crate::CheckpointError>> {
+        let mut state = lock(&self.state);
+        let result = if state.fail {
+            Err(crate::CheckpointError("disk full".into()))
+        } else {
+            state.journal.push(entry.clone());
+            Ok(())
+        };
+        Box::pin(std::future::ready(result))
+    }
+}
