@@ -8,7 +8,8 @@
 //! cancelled call), because another model would fail the same way or should not see the data.
 //!
 //! A route that answered with an open circuit or a Retry-After is held, for every call through
-//! this fallback, until its probe time or the end of its Retry-After. When every route is
+//! this fallback, until its probe time or the end of its Retry-After (the routes' retry layers
+//! do not wait for these themselves when there is more than one route). When every route is
 //! held, the call waits for the earliest of them, bounded by its deadline; when that would
 //! pass the deadline it fails at once with [`DeadlineWouldPass`].
 //!
@@ -150,8 +151,9 @@ impl Fallback {
                 if let Some((from, kind)) = left {
                     self.fell_through(from, i, kind);
                 }
-                let alternatives = self.routes[i + 1..].iter().any(|r| r.held(now).is_none());
-                scope.set_routed(alternatives);
+                // With other routes, the fallback does all waiting, so it can wait for the
+                // earliest route rather than for this one.
+                scope.set_routed(self.routes.len() > 1);
                 let before = scope.attempts();
                 let error = match op(&route.model).await {
                     Ok(value) => return Ok(value),
