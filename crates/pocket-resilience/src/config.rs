@@ -117,19 +117,52 @@ pub struct RetryConfig {
 impl RetryConfig {
     fn apply(&self, p: &mut RetryPolicy) {
         set(&mut p.max_attempts, self.max_attempts);
-        set(&mut p.base_delay, self.base_delay_ms.map(Duration::from_millis));
-        set(&mut p.max_delay, self.max_delay_ms.map(Duration::from_millis));
-        set(&mut p.max_elapsed, self.max_elapsed_ms.map(Duration::from_millis));
+        set(
+            &mut p.base_delay,
+            self.base_delay_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut p.max_delay,
+            self.max_delay_ms.map(Duration::from_millis),
+        );
+        set(
+            &mut p.max_elapsed,
+            self.max_elapsed_ms.map(Duration::from_millis),
+        );
         set(&mut p.jitter, self.jitter);
         set(&mut p.budget.ratio, self.budget_ratio);
         set(&mut p.budget.min_per_sec, self.budget_min_per_sec);
-        set(&mut p.budget.window, self.budget_window_secs.map(Duration::from_secs));
+        set(
+            &mut p.budget.window,
+            self.budget_window_secs.map(Duration::from_secs),
+        );
     }
 
     fn check(&self, at: &str, errors: &mut Vec<ConfigError>) {
-        check(errors, at, "max_attempts", self.max_attempts, |n| *n >= 1, "must be at least 1");
-        check(errors, at, "base_delay_ms", self.base_delay_ms, |n| *n >= 1, "must be at least 1");
-        check(errors, at, "max_elapsed_ms", self.max_elapsed_ms, |n| *n >= 1, "must be at least 1");
+        check(
+            errors,
+            at,
+            "max_attempts",
+            self.max_attempts,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
+        check(
+            errors,
+            at,
+            "base_delay_ms",
+            self.base_delay_ms,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
+        check(
+            errors,
+            at,
+            "max_elapsed_ms",
+            self.max_elapsed_ms,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
         check(
             errors,
             at,
@@ -176,7 +209,10 @@ impl BreakerConfig {
         set(&mut p.failure_rate, self.failure_rate);
         set(&mut p.window, self.window);
         set(&mut p.min_calls, self.min_calls);
-        set(&mut p.cool_down, self.cool_down_ms.map(Duration::from_millis));
+        set(
+            &mut p.cool_down,
+            self.cool_down_ms.map(Duration::from_millis),
+        );
         set(&mut p.half_open_probes, self.half_open_probes);
     }
 
@@ -189,7 +225,14 @@ impl BreakerConfig {
             |r| r.is_finite() && *r > 0.0,
             "must be greater than 0 (above 1 turns it off)",
         );
-        check(errors, at, "cool_down_ms", self.cool_down_ms, |n| *n >= 1, "must be at least 1");
+        check(
+            errors,
+            at,
+            "cool_down_ms",
+            self.cool_down_ms,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
         check(
             errors,
             at,
@@ -217,8 +260,22 @@ pub struct FallbackConfig {
 
 impl FallbackConfig {
     fn check(&self, at: &str, errors: &mut Vec<ConfigError>) {
-        check(errors, at, "max_attempts", self.max_attempts, |n| *n >= 1, "must be at least 1");
-        check(errors, at, "max_elapsed_ms", self.max_elapsed_ms, |n| *n >= 1, "must be at least 1");
+        check(
+            errors,
+            at,
+            "max_attempts",
+            self.max_attempts,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
+        check(
+            errors,
+            at,
+            "max_elapsed_ms",
+            self.max_elapsed_ms,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
         check(
             errors,
             at,
@@ -250,8 +307,22 @@ pub struct ProtectedConfig {
 
 impl ProtectedConfig {
     fn check(&self, at: &str, errors: &mut Vec<ConfigError>) {
-        check(errors, at, "history", self.history, |n| *n >= 1, "must be at least 1");
-        check(errors, at, "base_delay_ms", self.base_delay_ms, |n| *n >= 1, "must be at least 1");
+        check(
+            errors,
+            at,
+            "history",
+            self.history,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
+        check(
+            errors,
+            at,
+            "base_delay_ms",
+            self.base_delay_ms,
+            |n| *n >= 1,
+            "must be at least 1",
+        );
     }
 }
 
@@ -341,8 +412,10 @@ impl ResilienceConfig {
         let root = "resilience";
         self.retry.check(&format!("{root}.retry"), &mut errors);
         self.breaker.check(&format!("{root}.breaker"), &mut errors);
-        self.fallback.check(&format!("{root}.fallback"), &mut errors);
-        self.protected.check(&format!("{root}.protected"), &mut errors);
+        self.fallback
+            .check(&format!("{root}.fallback"), &mut errors);
+        self.protected
+            .check(&format!("{root}.protected"), &mut errors);
         for (name, o) in &self.models {
             let at = format!("{root}.models.{name}");
             o.retry.check(&format!("{at}.retry"), &mut errors);
@@ -423,7 +496,11 @@ impl ResilienceConfig {
             .agents
             .get(agent)
             .and_then(|o| o.fallback.models.as_ref())
-            .or_else(|| self.models.get(model).and_then(|o| o.fallback.models.as_ref()))
+            .or_else(|| {
+                self.models
+                    .get(model)
+                    .and_then(|o| o.fallback.models.as_ref())
+            })
             .or(self.fallback.models.as_ref());
         list.map(|l| l.iter().filter(|m| *m != model).cloned().collect())
             .unwrap_or_default()
@@ -450,7 +527,10 @@ impl ResilienceConfig {
         let own = self.agents.get(agent).map(|o| &o.protected);
         for c in std::iter::once(global).chain(own) {
             set(&mut p.max_run_retries, c.max_run_retries);
-            set(&mut p.base_delay, c.base_delay_ms.map(Duration::from_millis));
+            set(
+                &mut p.base_delay,
+                c.base_delay_ms.map(Duration::from_millis),
+            );
             set(&mut p.max_delay, c.max_delay_ms.map(Duration::from_millis));
             set(&mut p.history, c.history);
         }
@@ -577,7 +657,9 @@ impl ResilienceConfig {
         if !self.enabled {
             policy.max_run_retries = 0;
         }
-        ProtectedAgent::builder(agent, hub).policy(policy).breaker(breaker)
+        ProtectedAgent::builder(agent, hub)
+            .policy(policy)
+            .breaker(breaker)
     }
 }
 
@@ -699,7 +781,11 @@ mod tests {
         assert!(c.breaker_policy(Component::Tool, "calculator").1);
         assert_eq!(c.fallback_models("default", "a"), ["c"]);
         assert_eq!(c.fallback_models("default", "b"), ["c"], "not itself");
-        assert_eq!(c.fallback_models("ops", "a"), ["d"], "the agent's list wins");
+        assert_eq!(
+            c.fallback_models("ops", "a"),
+            ["d"],
+            "the agent's list wins"
+        );
         assert_eq!(c.protected_policy("ops").max_run_retries, 4);
         assert_eq!(c.protected_policy("x").max_run_retries, 1);
         assert_eq!(c.fallback_agent("ops"), Some("spare"));
@@ -743,7 +829,9 @@ mod tests {
         );
         assert_eq!(
             err("[breaker]\nmin_calls = 30\n").as_deref(),
-            Some("resilience.breaker.min_calls: must not be above window (30 > 20), or the failure rate never counts")
+            Some(
+                "resilience.breaker.min_calls: must not be above window (30 > 20), or the failure rate never counts"
+            )
         );
     }
 

@@ -283,7 +283,11 @@ impl ResilienceHub {
                 let then = match self.fallbacks_of(name) {
                     Some(routes) if !routes.is_empty() => format!(
                         "calls fall back to {}",
-                        routes.iter().map(|r| r.as_ref()).collect::<Vec<_>>().join(", then ")
+                        routes
+                            .iter()
+                            .map(|r| r.as_ref())
+                            .collect::<Vec<_>>()
+                            .join(", then ")
                     ),
                     _ => "no fallback model is configured, so calls wait for the probe or fail; \
                           consider resilience.fallback.models"

@@ -31,11 +31,7 @@ pub(crate) struct CallScope {
 }
 
 impl CallScope {
-    pub(crate) fn new(
-        max_attempts: u32,
-        max_elapsed: Duration,
-        deadline: Option<Instant>,
-    ) -> Self {
+    pub(crate) fn new(max_attempts: u32, max_elapsed: Duration, deadline: Option<Instant>) -> Self {
         let own = Instant::now() + max_elapsed;
         Self {
             deadline: deadline.map_or(own, |d| d.min(own)),

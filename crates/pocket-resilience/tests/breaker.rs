@@ -10,8 +10,8 @@ use pocket_agent::{
     Completion, CompletionRequest, DynTool, Model, ModelError, ToolContext, ToolError,
 };
 use pocket_resilience::{
-    BreakerPolicy, BreakerState, BreakerTool, CircuitBreaker, Component, DeadlineWouldPass,
-    Jitter, ResilienceEvent, ResilienceHub, Retry, RetryPolicy,
+    BreakerPolicy, BreakerState, BreakerTool, CircuitBreaker, Component, DeadlineWouldPass, Jitter,
+    ResilienceEvent, ResilienceHub, Retry, RetryPolicy,
 };
 use support::{Timed, drain, ms, names, request, server_error};
 use tokio::task::JoinSet;
@@ -90,10 +90,16 @@ impl Model for Slow {
 async fn half_open_lets_only_the_probe_limit_through() {
     let hub = ResilienceHub::new();
     let slow = Arc::new(Slow(Default::default()));
-    let guarded = Arc::new(CircuitBreaker::new(slow.clone(), &breaker(1, ms(1000), 2), &hub));
+    let guarded = Arc::new(CircuitBreaker::new(
+        slow.clone(),
+        &breaker(1, ms(1000), 2),
+        &hub,
+    ));
     // Open it by hand: one failure recorded on the shared breaker.
     let b = hub.breaker(Component::Model, "slow").unwrap();
-    b.try_acquire().unwrap().record(pocket_resilience::Outcome::Failure);
+    b.try_acquire()
+        .unwrap()
+        .record(pocket_resilience::Outcome::Failure);
     assert_eq!(b.state(), BreakerState::Open);
     tokio::time::advance(ms(1000)).await;
 

@@ -97,13 +97,12 @@ async fn routes_are_tried_in_order_after_their_own_retries() {
 
 #[tokio::test(start_paused = true)]
 async fn auth_and_validation_errors_do_not_fall_through() {
-    for error in [
-        support::auth_error as fn() -> ModelError,
-        || ModelError::InvalidRequest {
+    for error in [support::auth_error as fn() -> ModelError, || {
+        ModelError::InvalidRequest {
             status: 400,
             message: "bad".into(),
-        },
-    ] {
+        }
+    }] {
         let hub = ResilienceHub::new();
         let a = Arc::new(Timed::always("a", error));
         let b = Arc::new(Timed::ok("b", "from b"));
@@ -129,7 +128,11 @@ async fn context_length_falls_through_without_retrying() {
     assert_eq!((a.calls(), b.calls()), (1, 1));
     assert_eq!(
         fallbacks(&drain(&mut rx)),
-        [("model:small".into(), "model:large".into(), ErrorKind::Resource)]
+        [(
+            "model:small".into(),
+            "model:large".into(),
+            ErrorKind::Resource
+        )]
     );
 }
 
@@ -165,7 +168,9 @@ async fn an_open_circuit_falls_through_at_once_and_stays_skipped() {
 #[tokio::test(start_paused = true)]
 async fn a_rate_limited_route_is_held_for_its_retry_after() {
     let hub = ResilienceHub::new();
-    let a = Arc::new(Timed::failing_first("a", 1, || support::rate_limited(ms(5000))));
+    let a = Arc::new(Timed::failing_first("a", 1, || {
+        support::rate_limited(ms(5000))
+    }));
     let b = Arc::new(Timed::ok("b", "from b"));
     let model = chain(&[&a, &b], 10, &hub);
     let t0 = Instant::now();
@@ -184,7 +189,9 @@ async fn a_rate_limited_route_is_held_for_its_retry_after() {
 async fn when_every_route_is_unavailable_the_call_waits_for_the_earliest() {
     let hub = ResilienceHub::new();
     let mut rx = hub.subscribe();
-    let a = Arc::new(Timed::failing_first("a", 1, || support::rate_limited(ms(2000))));
+    let a = Arc::new(Timed::failing_first("a", 1, || {
+        support::rate_limited(ms(2000))
+    }));
     let b = Arc::new(Timed::always("b", || support::rate_limited(ms(3000))));
     let model = chain(&[&a, &b], 10, &hub);
     let t0 = Instant::now();
@@ -221,7 +228,9 @@ async fn waiting_stops_at_the_deadline_with_a_clear_error() {
         }
     );
     assert_eq!(
-        std::error::Error::source(&err).map(ToString::to_string).as_deref(),
+        std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .as_deref(),
         Some("model:b is available in 10.0s; the deadline is in 4.0s")
     );
 }
@@ -250,7 +259,9 @@ async fn attempts_are_counted_across_hops() {
     let attempts: Vec<(String, u32)> = drain(&mut rx)
         .into_iter()
         .filter_map(|e| match e {
-            ResilienceEvent::RetryScheduled { key, attempt, .. } => Some((key.to_string(), attempt)),
+            ResilienceEvent::RetryScheduled { key, attempt, .. } => {
+                Some((key.to_string(), attempt))
+            }
             _ => None,
         })
         .collect();

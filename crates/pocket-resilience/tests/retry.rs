@@ -39,7 +39,12 @@ async fn backoff_doubles_from_the_base_up_to_the_maximum() {
     let scheduled: Vec<(u32, u64)> = drain(&mut rx)
         .into_iter()
         .filter_map(|e| match e {
-            ResilienceEvent::RetryScheduled { key, attempt, delay, kind } => {
+            ResilienceEvent::RetryScheduled {
+                key,
+                attempt,
+                delay,
+                kind,
+            } => {
                 assert_eq!(&*key, "model:m");
                 assert_eq!(kind, pocket_agent::ErrorKind::Network);
                 Some((attempt, delay.as_millis() as u64))
@@ -47,7 +52,10 @@ async fn backoff_doubles_from_the_base_up_to_the_maximum() {
             _ => None,
         })
         .collect();
-    assert_eq!(scheduled, [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000)]);
+    assert_eq!(
+        scheduled,
+        [(1, 100), (2, 200), (3, 400), (4, 800), (5, 1000)]
+    );
     assert_eq!(hub.metrics().retries_total["model:m"], 5);
 }
 
@@ -71,7 +79,10 @@ async fn full_jitter_stays_under_each_ceiling_and_is_seeded() {
     let a = gaps(1).await;
     assert_eq!(a.len(), 5);
     for (gap, ceiling) in a.iter().zip(ceilings) {
-        assert!(*gap <= ceiling, "gap {gap} over its ceiling {ceiling}: {a:?}");
+        assert!(
+            *gap <= ceiling,
+            "gap {gap} over its ceiling {ceiling}: {a:?}"
+        );
     }
     assert_ne!(a, ceilings, "jitter draws below the ceiling");
     assert_eq!(gaps(1).await, a, "the same seed gives the same delays");
@@ -122,7 +133,11 @@ async fn never_sleeps_past_the_deadline_or_max_elapsed() {
     req.deadline = Some(t0 + ms(250));
     retry.complete(&req).await.unwrap_err();
     assert_eq!(model.times_ms(t0), [0, 100]);
-    assert_eq!(Instant::now() - t0, ms(100), "returned at once, no sleep to no purpose");
+    assert_eq!(
+        Instant::now() - t0,
+        ms(100),
+        "returned at once, no sleep to no purpose"
+    );
 
     // max_elapsed 1 s: calls at 0, 100, 300, 700; the next would start at 1500.
     let model = Arc::new(Timed::always("n", server_error));
@@ -210,7 +225,13 @@ async fn tools_are_retried_only_when_idempotent() {
     let effectful = Arc::new(support::FlakyTool::new("send_mail", false, 2));
     let tool = RetryTool::new(effectful.clone(), policy(3), &hub);
     let err = tool.call(serde_json::json!({}), &ctx).await.unwrap_err();
-    assert!(matches!(err, ToolError::Failed { retryable: true, .. }));
+    assert!(matches!(
+        err,
+        ToolError::Failed {
+            retryable: true,
+            ..
+        }
+    ));
     assert_eq!(effectful.calls(), 1, "not idempotent: called once");
 }
 
@@ -227,6 +248,10 @@ async fn a_cancelled_run_stops_a_tool_retry_wait() {
         cancel.cancel();
     });
     assert!(matches!(result, Err(ToolError::Cancelled)));
-    assert_eq!(flaky.calls(), 2, "calls at 0 and 100; cancelled during the 200 ms wait");
+    assert_eq!(
+        flaky.calls(),
+        2,
+        "calls at 0 and 100; cancelled during the 200 ms wait"
+    );
     assert_eq!(Instant::now() - t0, ms(150));
 }

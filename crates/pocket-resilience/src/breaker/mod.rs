@@ -385,9 +385,10 @@ impl Breaker {
                     s.consecutive += 1;
                     s.push(true, self.policy.window);
                     let p = &self.policy;
-                    let by_streak = p.consecutive_failures > 0 && s.consecutive >= p.consecutive_failures;
-                    let by_rate = s.window.len() >= p.min_calls.max(1) as usize
-                        && s.rate() >= p.failure_rate;
+                    let by_streak =
+                        p.consecutive_failures > 0 && s.consecutive >= p.consecutive_failures;
+                    let by_rate =
+                        s.window.len() >= p.min_calls.max(1) as usize && s.rate() >= p.failure_rate;
                     (by_streak || by_rate).then(|| {
                         s.enter(
                             Phase::Open {
@@ -421,7 +422,9 @@ impl Breaker {
             BreakerState::Open => {
                 tracing::warn!(key = %self.key, from = from.as_str(), cool_down_secs = self.policy.cool_down.as_secs_f64(), "circuit opened");
             }
-            _ => tracing::info!(key = %self.key, from = from.as_str(), to = to.as_str(), "circuit changed state"),
+            _ => {
+                tracing::info!(key = %self.key, from = from.as_str(), to = to.as_str(), "circuit changed state")
+            }
         }
         if let Some(emitter) = &self.emitter {
             emitter.count(|c| bump(&mut c.transitions, &self.key));

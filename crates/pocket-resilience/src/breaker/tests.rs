@@ -23,10 +23,14 @@ fn opens_after_consecutive_failures_and_fails_fast_with_the_probe_time() {
     let b = Breaker::new(Component::Model, "m", policy());
     let t0 = Instant::now();
     for _ in 0..2 {
-        b.try_acquire_at(t0).map(|p| p.record_at(t0, Outcome::Failure)).ok();
+        b.try_acquire_at(t0)
+            .map(|p| p.record_at(t0, Outcome::Failure))
+            .ok();
     }
     assert_eq!(b.state(), BreakerState::Closed);
-    b.try_acquire_at(t0).map(|p| p.record_at(t0, Outcome::Failure)).ok();
+    b.try_acquire_at(t0)
+        .map(|p| p.record_at(t0, Outcome::Failure))
+        .ok();
     assert_eq!(b.state(), BreakerState::Open);
     let later = t0 + Duration::from_secs(4);
     assert_eq!(
@@ -59,7 +63,9 @@ fn half_open_admits_the_probe_limit_and_a_success_closes() {
     let b = Breaker::new(Component::Model, "m", policy());
     let t0 = Instant::now();
     for _ in 0..3 {
-        b.try_acquire_at(t0).map(|p| p.record_at(t0, Outcome::Failure)).ok();
+        b.try_acquire_at(t0)
+            .map(|p| p.record_at(t0, Outcome::Failure))
+            .ok();
     }
     let t1 = t0 + Duration::from_secs(10);
     let p1 = b.try_acquire_at(t1);
@@ -91,10 +97,14 @@ fn a_failed_probe_opens_again_for_a_full_cool_down() {
     let b = Breaker::new(Component::Model, "m", policy());
     let t0 = Instant::now();
     for _ in 0..3 {
-        b.try_acquire_at(t0).map(|p| p.record_at(t0, Outcome::Failure)).ok();
+        b.try_acquire_at(t0)
+            .map(|p| p.record_at(t0, Outcome::Failure))
+            .ok();
     }
     let t1 = t0 + Duration::from_secs(12);
-    b.try_acquire_at(t1).map(|p| p.record_at(t1, Outcome::Failure)).ok();
+    b.try_acquire_at(t1)
+        .map(|p| p.record_at(t1, Outcome::Failure))
+        .ok();
     assert_eq!(b.state(), BreakerState::Open);
     assert_eq!(
         b.try_acquire_at(t1 + Duration::from_secs(1)).err(),

@@ -95,7 +95,10 @@ impl Fallback {
                 held_until: Mutex::new(None),
             })
             .collect();
-        let then = routes[1..].iter().map(|r| Arc::from(r.model.name())).collect();
+        let then = routes[1..]
+            .iter()
+            .map(|r| Arc::from(r.model.name()))
+            .collect();
         hub.note_fallbacks(routes[0].model.name(), then);
         Self {
             routes,
@@ -181,9 +184,8 @@ impl Fallback {
             }
             let earliest = held.iter().min_by_key(|(_, until)| *until).copied();
             let Some((i, until)) = earliest.filter(|_| scope.attempts_left() > 0) else {
-                return Err(last.unwrap_or_else(|| {
-                    ModelError::other("no attempt left for this model call")
-                }));
+                return Err(last
+                    .unwrap_or_else(|| ModelError::other("no attempt left for this model call")));
             };
             let now = Instant::now();
             let wait = until.saturating_duration_since(now);
@@ -195,10 +197,16 @@ impl Fallback {
                 }
                 .into_model_error());
             }
-            tracing::info!(wait_ms = wait.as_millis() as u64, "every route is unavailable; waiting for the earliest");
+            tracing::info!(
+                wait_ms = wait.as_millis() as u64,
+                "every route is unavailable; waiting for the earliest"
+            );
             self.emitter.count(|c| c.waits += 1);
             self.emitter.emit(|| ResilienceEvent::WaitingForCoolDown {
-                keys: held.iter().map(|(i, _)| self.routes[*i].key.clone()).collect(),
+                keys: held
+                    .iter()
+                    .map(|(i, _)| self.routes[*i].key.clone())
+                    .collect(),
                 wait,
             });
             tokio::time::sleep_until(until).await;

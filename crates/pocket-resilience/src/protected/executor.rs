@@ -23,12 +23,20 @@ pub trait Executor: Send + Sync + 'static {
     ///
     /// # Errors
     /// Any error; the protected agent then reports its own failure.
-    fn execute(&self, request: RunRequest, cause: Cause) -> BoxFuture<'_, Result<RunOutput, BoxError>>;
+    fn execute(
+        &self,
+        request: RunRequest,
+        cause: Cause,
+    ) -> BoxFuture<'_, Result<RunOutput, BoxError>>;
 }
 
 /// Another agent answers (on another model, with fewer tools, ...).
 impl Executor for Agent {
-    fn execute(&self, request: RunRequest, _cause: Cause) -> BoxFuture<'_, Result<RunOutput, BoxError>> {
+    fn execute(
+        &self,
+        request: RunRequest,
+        _cause: Cause,
+    ) -> BoxFuture<'_, Result<RunOutput, BoxError>> {
         Box::pin(async move { self.run_with(request).await.map_err(BoxError::from) })
     }
 }
@@ -48,7 +56,11 @@ where
     F: Fn(String, Cause) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<String, BoxError>> + Send + 'static,
 {
-    fn execute(&self, request: RunRequest, cause: Cause) -> BoxFuture<'_, Result<RunOutput, BoxError>> {
+    fn execute(
+        &self,
+        request: RunRequest,
+        cause: Cause,
+    ) -> BoxFuture<'_, Result<RunOutput, BoxError>> {
         let run_id = request.run_id.unwrap_or_default();
         let answer = (self.0)(request.task, cause);
         Box::pin(async move {

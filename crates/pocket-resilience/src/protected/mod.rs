@@ -17,7 +17,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::time::Instant;
 
 pub use self::executor::{Cause, Executor, FnExecutor};
-use crate::breaker::{Breaker, BreakerPolicy, Outcome};
+use crate::breaker::{Breaker, BreakerPolicy, BreakerState, Outcome};
 use crate::event::ResilienceEvent;
 use crate::hub::{Component, ResilienceHub};
 use crate::metrics::bump;
@@ -420,7 +420,13 @@ impl ProtectedAgent {
                     if class.kind == ErrorKind::Auth
                         && let Some(degraded) = &inner.degraded
                         && let Some(out) = self
-                            .execute(degraded.as_ref(), RunPath::Degraded, &request, &base, &error)
+                            .execute(
+                                degraded.as_ref(),
+                                RunPath::Degraded,
+                                &request,
+                                &base,
+                                &error,
+                            )
                             .await
                     {
                         return Ok(ProtectedOutput {
@@ -429,7 +435,10 @@ impl ProtectedAgent {
                             attempts,
                         });
                     }
-                    let retry = class.retryable && attempts <= inner.max_run_retries;
+                    // An open breaker refuses the next run anyway: give up without waiting.
+                    let retry = class.retryable
+                        && attempts <= inner.max_run_retries
+                        && inner.breaker.state() != BreakerState::Open;
                     let delay = class
                         .retry_after
                         .unwrap_or_else(|| inner.retrier.backoff(attempts));

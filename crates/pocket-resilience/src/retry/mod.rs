@@ -116,7 +116,8 @@ impl RetryPolicy {
     }
 
     fn rng(&self) -> fastrand::Rng {
-        self.seed.map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)
+        self.seed
+            .map_or_else(fastrand::Rng::new, fastrand::Rng::with_seed)
     }
 }
 

@@ -3,9 +3,7 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use pocket_agent::{
-    Classify, Completion, CompletionRequest, CompletionStream, Model, ModelError,
-};
+use pocket_agent::{Classify, Completion, CompletionRequest, CompletionStream, Model, ModelError};
 use tokio::time::Instant;
 
 use super::{Retrier, RetryPolicy};
@@ -46,7 +44,11 @@ impl<M: Model> Retry<M> {
         &self.retrier.policy
     }
 
-    async fn retrying<'a, T, F, Fut>(&'a self, request: &'a CompletionRequest, op: F) -> Result<T, ModelError>
+    async fn retrying<'a, T, F, Fut>(
+        &'a self,
+        request: &'a CompletionRequest,
+        op: F,
+    ) -> Result<T, ModelError>
     where
         F: Fn() -> Fut,
         Fut: Future<Output = Result<T, ModelError>>,
@@ -141,7 +143,8 @@ impl<M: Model> Model for Retry<M> {
     }
 
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
-        self.retrying(request, || self.inner.complete(request)).await
+        self.retrying(request, || self.inner.complete(request))
+            .await
     }
 
     async fn stream(&self, request: &CompletionRequest) -> Result<CompletionStream, ModelError> {
