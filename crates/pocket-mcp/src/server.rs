@@ -245,6 +245,7 @@ impl Server {
         let max_backoff = Duration::from_secs(self.config.restart_max_backoff_secs);
         let stable_after = max_backoff.max(STABLE_AFTER);
         let mut failures: u32 = 0;
+        let mut started_once = false;
         loop {
             if failures == 0 {
                 self.update(|s| s.phase = ServerState::Starting);
@@ -261,6 +262,7 @@ impl Server {
             };
             let why = match connected {
                 Ok(connected) => {
+                    started_once = true;
                     let up = Instant::now();
                     tracing::info!(
                         server = %self.name,
@@ -291,7 +293,8 @@ impl Server {
                 error = %why,
                 attempt = failures,
                 retry_in_secs = delay.as_secs_f64(),
-                "MCP server is down; restarting"
+                "MCP server {}; trying again",
+                if started_once { "stopped" } else { "failed to start" }
             );
             let why: Arc<str> = Arc::from(why);
             self.update(|s| {
