@@ -10,3 +10,4 @@ pub use store::{
     Claimed, Enqueued, FailOutcome, NewTask, QueueStats, StoreError, TaskFilter, TaskId,
     TaskRecord, TaskStatus, TaskStore,
 };
+pub use store::{Clock, ManualClock, MemoryStore, StoreOptions, SystemClock, open};

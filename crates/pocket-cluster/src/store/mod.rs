@@ -9,14 +9,50 @@
 //! Every write that a worker makes on a task (heartbeat, checkpoint, journal, complete, fail)
 //! names the worker; a worker that lost its lease gets [`StoreError::LeaseLost`] and must stop
 //! working on the task, so no task is finished twice.
+//!
+//! | store | for | constructor |
+//! |---|---|---|
+//! | [`MemoryStore`] | tests, one process that may lose its queue | [`MemoryStore::new`] |
+//! | [`SqliteStore`] (feature `sqlite`) | the embedded default: one file, WAL | [`SqliteStore::open`] |
+//! | [`PostgresStore`] (feature `postgres`) | several machines on one database | [`PostgresStore::connect`] |
+//!
+//! [`open`] picks one from a URL. Time comes from a [`Clock`] in [`StoreOptions`] (never from
+//! the database), so leases and scheduled retries are tested with a [`ManualClock`]; the
+//! stores keep times as whole milliseconds since the Unix epoch.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), pocket_cluster::StoreError> {
+//! use std::time::Duration;
+//! use pocket_cluster::store::{self, NewTask, StoreOptions};
+//!
+//! let store = store::open("memory:", StoreOptions::new()).await?;
+//! let queued = store.enqueue(NewTask::new("support", "Summarise ticket 42")).await?;
+//! let claimed = store
+//!     .claim("worker-1", &["support".into()], &[], 1, Duration::from_secs(30))
+//!     .await?;
+//! assert_eq!(claimed[0].record.id, queued.id);
+//! store.complete(&queued.id, "worker-1", serde_json::json!({"answer": "done"})).await?;
+//! # Ok(())
+//! # }
+//! ```
 
 use std::fmt;
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures_util::future::BoxFuture;
 use pocket_agent::{Checkpoint, CheckpointRef, JournalEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+
+mod clock;
+mod memory;
+// @@SQL-MODS@@
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory::MemoryStore;
+// @@SQL-USES@@
 
 /// A task's id (a UUID v7 string: sortable by creation time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -63,6 +99,36 @@ impl TaskStatus {
     /// Whether the task will not change any more.
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Succeeded | Self::Failed | Self::Cancelled)
+    }
+
+    /// Every status, in lifecycle order (the order of [`QueueStats::by_status`]).
+    pub const ALL: [TaskStatus; 6] = [
+        Self::Queued,
+        Self::Running,
+        Self::WaitingApproval,
+        Self::Succeeded,
+        Self::Failed,
+        Self::Cancelled,
+    ];
+
+    /// Parses [`as_str`](Self::as_str)'s names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == name)
+    }
+
+    /// Whether a worker holds a lease on the task (`running` or `waiting_approval`).
+    pub fn is_leased(self) -> bool {
+        matches!(self, Self::Running | Self::WaitingApproval)
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for TaskStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -192,9 +258,9 @@ pub struct TaskFilter {
 /// Queue depth and counts.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct QueueStats {
-    /// Tasks by status.
+    /// Tasks by status: every status in [`TaskStatus::ALL`] order, zeros included.
     pub by_status: Vec<(TaskStatus, u64)>,
-    /// Queued tasks by priority, highest first.
+    /// Queued tasks (scheduled retries included) by priority, highest first; no zeros.
     pub queued_by_priority: Vec<(i32, u64)>,
 }
 
@@ -254,15 +320,25 @@ impl StoreError {
 /// Implementations: in-memory, SQLite (embedded default: one file, WAL) and PostgreSQL
 /// (`FOR UPDATE SKIP LOCKED`, for several machines). All pass one conformance suite.
 pub trait TaskStore: Send + Sync + 'static {
-    /// Adds a task, or returns the existing one with the same idempotency key.
+    /// Adds a task, or returns the existing one with the same idempotency key (even when the
+    /// queue is full, and also when two enqueues race).
     ///
     /// # Errors
-    /// [`StoreError::QueueFull`] beyond the configured maximum of queued tasks.
+    /// [`StoreError::QueueFull`] beyond the configured maximum of queued tasks;
+    /// [`StoreError::Invalid`] for an empty agent, idempotency key or capability, or
+    /// `max_attempts` 0.
     fn enqueue(&self, task: NewTask) -> BoxFuture<'_, Result<Enqueued, StoreError>>;
 
     /// Claims up to `limit` claimable tasks for `worker`, highest priority first then oldest,
-    /// among tasks of `agents` whose required capabilities are all in `capabilities`; each
-    /// claim starts an attempt and holds a lease for `lease`.
+    /// among tasks of `agents` (empty: any agent) whose required capabilities are all in
+    /// `capabilities`; each claim starts an attempt and holds a lease for `lease`.
+    ///
+    /// Claimable means `queued` with `run_after` not in the future. Concurrent claims never
+    /// return the same task. A task that ran before comes with its last checkpoint and the
+    /// journal entries written since ([`Claimed::resume`]).
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for an empty worker name.
     fn claim<'a>(
         &'a self,
         worker: &'a str,
@@ -272,7 +348,9 @@ pub trait TaskStore: Send + Sync + 'static {
         lease: Duration,
     ) -> BoxFuture<'a, Result<Vec<Claimed>, StoreError>>;
 
-    /// Extends the leases `worker` holds on these tasks; returns the ids still held.
+    /// Extends the leases `worker` holds on these tasks to `lease` from now; returns the ids
+    /// still held, in the order given. A lease that ran out but was not reclaimed yet is
+    /// still held.
     fn heartbeat<'a>(
         &'a self,
         worker: &'a str,
@@ -281,6 +359,10 @@ pub trait TaskStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Vec<TaskId>, StoreError>>;
 
     /// Saves the run's state after a step; clears the journal it covers.
+    ///
+    /// # Errors
+    /// [`StoreError::LeaseLost`] when `worker` does not hold the task (also for the other
+    /// worker writes below); [`StoreError::NotFound`] for an unknown id.
     fn checkpoint<'a>(
         &'a self,
         id: &'a TaskId,
@@ -304,7 +386,8 @@ pub trait TaskStore: Send + Sync + 'static {
         waiting: bool,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Finishes a task with its result; releases the lease.
+    /// Finishes a task with its result; releases the lease and drops its checkpoint and
+    /// journal.
     fn complete<'a>(
         &'a self,
         id: &'a TaskId,
@@ -312,8 +395,9 @@ pub trait TaskStore: Send + Sync + 'static {
         result: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>>;
 
-    /// Fails an attempt: with `retry_in` and attempts left, queues the task again for later;
-    /// otherwise dead-letters it. Releases the lease.
+    /// Fails an attempt: with `retry_in` and attempts left, queues the task again for later
+    /// (keeping its checkpoint, so the next attempt resumes); otherwise dead-letters it.
+    /// Releases the lease. Backoff is the caller's: it knows the error.
     fn fail<'a>(
         &'a self,
         id: &'a TaskId,
@@ -322,14 +406,20 @@ pub trait TaskStore: Send + Sync + 'static {
         retry_in: Option<Duration>,
     ) -> BoxFuture<'a, Result<FailOutcome, StoreError>>;
 
-    /// Cancels a task that is not finished; `false` when it already was.
+    /// Cancels a task that is not finished; `false` when it already was. The worker running
+    /// it gets [`StoreError::LeaseLost`] on its next write.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] for an unknown id.
     fn cancel<'a>(&'a self, id: &'a TaskId) -> BoxFuture<'a, Result<bool, StoreError>>;
 
     /// Releases the leases `worker` holds (graceful shutdown): its running tasks become
     /// claimable again at once; attempts already counted stay counted. Returns how many.
     fn release<'a>(&'a self, worker: &'a str) -> BoxFuture<'a, Result<u64, StoreError>>;
 
-    /// Makes tasks whose lease expired claimable again; returns how many.
+    /// Makes tasks whose lease expired claimable again; returns how many it changed. A task
+    /// whose expired attempt was its last is dead-lettered instead (a task that kills its
+    /// workers must not loop forever).
     fn reclaim_expired(&self) -> BoxFuture<'_, Result<u64, StoreError>>;
 
     /// One task.
@@ -347,3 +437,177 @@ pub trait TaskStore: Send + Sync + 'static {
 
 // Compile-time check that the trait stays object safe.
 const _: Option<&dyn TaskStore> = None;
+
+/// How a store behaves: back-pressure, retention and its clock.
+///
+/// Defaults: no limit on queued tasks, a one-second retry hint when full, the memory store
+/// keeps the 10,000 most recently finished tasks, SQL pools of 4 (SQLite readers) or 10
+/// (PostgreSQL) connections, and the system clock.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct StoreOptions {
+    max_queued: Option<u64>,
+    queue_full_retry_after: Duration,
+    keep_finished: Option<usize>,
+    max_connections: Option<u32>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            max_queued: None,
+            queue_full_retry_after: Duration::from_secs(1),
+            keep_finished: Some(10_000),
+            max_connections: None,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl StoreOptions {
+    /// The defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// At most this many `queued` tasks; a new enqueue beyond it fails with
+    /// [`StoreError::QueueFull`]. Default: no limit.
+    pub fn max_queued(mut self, limit: impl Into<Option<u64>>) -> Self {
+        self.max_queued = limit.into();
+        self
+    }
+
+    /// The retry hint that [`StoreError::QueueFull`] carries. Default: one second.
+    pub fn queue_full_retry_after(mut self, after: Duration) -> Self {
+        self.queue_full_retry_after = after;
+        self
+    }
+
+    /// [`MemoryStore`] only: how many finished tasks to keep; older ones are dropped, with
+    /// their idempotency keys. `None` keeps all (memory then grows with every task).
+    /// Default: 10,000. SQL stores keep every task.
+    pub fn keep_finished(mut self, keep: impl Into<Option<usize>>) -> Self {
+        self.keep_finished = keep.into();
+        self
+    }
+
+    /// SQL stores: the connection pool's size (SQLite: readers; it always writes through
+    /// one connection). Default: 4 for SQLite, 10 for PostgreSQL.
+    pub fn max_connections(mut self, connections: u32) -> Self {
+        self.max_connections = Some(connections.max(1));
+        self
+    }
+
+    /// Where the store reads the time. Default: [`SystemClock`].
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Like [`clock`](Self::clock), for a clock that is already shared.
+    pub fn shared_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn now_ms(&self) -> i64 {
+        to_ms(self.clock.now())
+    }
+
+    fn queue_full(&self, limit: u64) -> StoreError {
+        StoreError::QueueFull {
+            limit,
+            retry_after: self.queue_full_retry_after,
+        }
+    }
+}
+
+/// Opens the store a URL names: `memory:`, `sqlite://path/to/file.db` (created if missing),
+/// `sqlite::memory:`, or `postgres://user@host/db` (also `postgresql://`).
+///
+/// # Errors
+/// [`StoreError::Invalid`] for another scheme or one whose feature is off; the store's own
+/// errors when it cannot open.
+pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn TaskStore>, StoreError> {
+    let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or(url);
+    match scheme {
+        "memory" => Ok(Arc::new(MemoryStore::new(options))),
+        // @@SQL-OPEN@@
+        _ => Err(StoreError::Invalid(format!(
+            "unsupported task store URL scheme `{scheme}` (expected memory:, sqlite:// or \
+             postgres://, with the crate feature for it)"
+        ))),
+    }
+}
+
+/// Milliseconds since the Unix epoch (negative before it), as the stores keep times.
+fn to_ms(time: SystemTime) -> i64 {
+    match time.duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_millis()).map_or(i64::MIN, |ms| -ms),
+    }
+}
+
+fn from_ms(ms: i64) -> SystemTime {
+    let magnitude = Duration::from_millis(ms.unsigned_abs());
+    if ms >= 0 {
+        UNIX_EPOCH + magnitude
+    } else {
+        UNIX_EPOCH - magnitude
+    }
+}
+
+/// A duration in whole milliseconds, saturating.
+fn duration_ms(duration: Duration) -> i64 {
+    i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// The checks every store makes before it enqueues.
+fn validate(task: &NewTask) -> Result<(), StoreError> {
+    if task.agent.trim().is_empty() {
+        return Err(StoreError::Invalid("the agent name is empty".into()));
+    }
+    if task.max_attempts == 0 {
+        return Err(StoreError::Invalid(
+            "max_attempts must be at least 1".into(),
+        ));
+    }
+    if task
+        .idempotency_key
+        .as_deref()
+        .is_some_and(|k| k.is_empty())
+    {
+        return Err(StoreError::Invalid("the idempotency key is empty".into()));
+    }
+    if task.capabilities.iter().any(|c| c.is_empty()) {
+        return Err(StoreError::Invalid("a capability name is empty".into()));
+    }
+    Ok(())
+}
+
+fn validate_worker(worker: &str) -> Result<(), StoreError> {
+    if worker.is_empty() {
+        return Err(StoreError::Invalid("the worker name is empty".into()));
+    }
+    Ok(())
+}
+
+/// A new task id: a UUID v7, so ids sort by creation time.
+fn new_id() -> TaskId {
+    TaskId(uuid::Uuid::now_v7().to_string())
+}
+
+/// `list`'s row limit: the filter's, or 100.
+fn list_limit(filter: &TaskFilter) -> usize {
+    if filter.limit == 0 { 100 } else { filter.limit }
+}
+
+/// The error text a reclaimed task keeps.
+fn lease_expired_error(dead: bool) -> &'static str {
+    if dead {
+        "the lease expired on the last attempt (the worker stopped heartbeating)"
+    } else {
+        "the lease expired (the worker stopped heartbeating); queued again"
+    }
+}

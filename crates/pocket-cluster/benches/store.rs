@@ -1,0 +1,3 @@
+//! Task store benchmarks (filled in with the SQL stores).
+
+fn main() {}
