@@ -241,7 +241,8 @@ impl Model for AnthropicModel {
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
         let started = Instant::now();
         let response = self.inner.send(request, false).await?;
-        let completion = self.inner.read_completion(response).await?;
+        let completion =
+            http::restore_names(self.inner.read_completion(response).await?, &request.tools);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             gen_ai.usage.input_tokens = completion.usage.input_tokens,
@@ -261,14 +262,12 @@ impl Model for AnthropicModel {
     async fn stream(&self, request: &CompletionRequest) -> Result<CompletionStream, ModelError> {
         let response = self.inner.send(request, true).await?;
         if !http::is_event_stream(&response) {
-            let completion = self.inner.read_completion(response).await?;
+            let completion =
+                http::restore_names(self.inner.read_completion(response).await?, &request.tools);
             return Ok(completion_as_stream(completion));
         }
-        Ok(http::drive(
-            response,
-            MessageStream::default(),
-            self.inner.limits,
-        ))
+        let stream = http::drive(response, MessageStream::default(), self.inner.limits);
+        Ok(http::restore_stream(stream, request.tools.clone()))
     }
 }
 
@@ -323,7 +322,7 @@ enum Block<'a> {
     },
     ToolUse {
         id: &'a str,
-        name: &'a str,
+        name: Cow<'a, str>,
         input: Cow<'a, Value>,
     },
     ToolResult {
@@ -359,7 +358,7 @@ fn turns(messages: &[Message]) -> (Option<Cow<'_, str>>, Vec<Turn<'_>>) {
                 blocks.extend(content.as_deref().and_then(text_block));
                 blocks.extend(tool_calls.iter().map(|call| Block::ToolUse {
                     id: &call.id,
-                    name: &call.name,
+                    name: http::wire_name(&call.name),
                     input: tool_input(&call.arguments),
                 }));
                 ("assistant", blocks)
@@ -417,7 +416,7 @@ impl Tools<'_> {
 impl Serialize for Tools<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         s.collect_seq(self.0.iter().map(|spec| WireTool {
-            name: &spec.name,
+            name: http::wire_name(&spec.name),
             description: &spec.description,
             input_schema: &spec.parameters,
         }))
@@ -426,7 +425,7 @@ impl Serialize for Tools<'_> {
 
 #[derive(Serialize)]
 struct WireTool<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     description: &'a str,
     input_schema: &'a Value,
 }

@@ -2,14 +2,16 @@
 //! from HTTP status, headers and body (or a transport error) to [`ModelError`], and the SSE
 //! driver that turns a response body into a [`CompletionStream`].
 
+use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::error::Error as StdError;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::StreamExt;
-use pocket_agent::{Completion, CompletionStream, ModelError, StreamEvent};
+use pocket_agent::{Completion, CompletionStream, ModelError, StreamEvent, ToolSpec};
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
@@ -804,5 +806,129 @@ mod tests {
         let err = secret_header("sk-abc\nInjected: 1").unwrap_err();
         assert!(!err.to_string().contains("sk-abc"));
         assert!(secret_header("sk-abc").unwrap().is_sensitive());
+    }
+}
+
+// ---- tool names on the wire ----
+
+/// OpenAI and Anthropic accept tool names matching `^[a-zA-Z0-9_-]{1,64}$`.
+fn is_wire_safe(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// A tool's name as providers accept it: unchanged when it already fits; otherwise `.` becomes
+/// `__`, any other character outside `[a-zA-Z0-9_-]` becomes `_`, and a name over 64 bytes
+/// keeps 55 of them plus `_` and an 8-digit hash. MCP tools (`fs.read_file`) need this.
+pub(crate) fn wire_name(name: &str) -> Cow<'_, str> {
+    if is_wire_safe(name) {
+        return Cow::Borrowed(name);
+    }
+    let mut out = String::with_capacity(name.len() + 4);
+    for c in name.chars() {
+        match c {
+            '.' => out.push_str("__"),
+            c if c.is_ascii_alphanumeric() || c == '_' || c == '-' => out.push(c),
+            _ => out.push('_'),
+        }
+    }
+    if out.is_empty() {
+        out.push('_');
+    }
+    if out.len() > 64 {
+        // FNV-1a of the real name keeps long names apart.
+        let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
+        out.truncate(55);
+        out.push_str(&format!("_{:08x}", hash as u32));
+    }
+    Cow::Owned(out)
+}
+
+/// The real name of a tool the provider called by its wire name.
+fn real_name(wire: String, tools: &[ToolSpec]) -> String {
+    if is_wire_safe(&wire) && tools.iter().any(|t| t.name == wire) {
+        return wire;
+    }
+    tools
+        .iter()
+        .find(|t| wire_name(&t.name) == wire.as_str())
+        .map_or(wire, |t| t.name.clone())
+}
+
+/// Whether any of the request's tools is renamed on the wire.
+fn renames(tools: &[ToolSpec]) -> bool {
+    tools.iter().any(|t| !is_wire_safe(&t.name))
+}
+
+/// Gives the completion's tool calls their real names.
+pub(crate) fn restore_names(mut completion: Completion, tools: &[ToolSpec]) -> Completion {
+    if renames(tools) {
+        for call in &mut completion.tool_calls {
+            call.name = real_name(std::mem::take(&mut call.name), tools);
+        }
+    }
+    completion
+}
+
+/// Gives the stream's tool calls their real names.
+pub(crate) fn restore_stream(stream: CompletionStream, tools: Arc<[ToolSpec]>) -> CompletionStream {
+    if !renames(&tools) {
+        return stream;
+    }
+    Box::pin(stream.map(move |item| {
+        item.map(|event| match event {
+            StreamEvent::ToolCallStart { index, id, name } => StreamEvent::ToolCallStart {
+                index,
+                id,
+                name: real_name(name, &tools),
+            },
+            StreamEvent::Done(c) => StreamEvent::Done(restore_names(c, &tools)),
+            other => other,
+        })
+    }))
+}
+
+#[cfg(test)]
+mod wire_name_tests {
+    use super::*;
+
+    fn spec(name: &str) -> ToolSpec {
+        ToolSpec::new(name, "", serde_json::json!({"type": "object"}))
+    }
+
+    #[test]
+    fn safe_names_are_unchanged_and_dots_are_encoded() {
+        assert_eq!(wire_name("read_file"), "read_file");
+        assert_eq!(wire_name("fs.read_text_file"), "fs__read_text_file");
+        assert_eq!(wire_name("a b/c"), "a_b_c");
+        let long = "x".repeat(80);
+        let w = wire_name(&long);
+        assert_eq!(w.len(), 64);
+        assert_ne!(wire_name(&"x".repeat(81)), w, "long names stay apart");
+    }
+
+    #[test]
+    fn wire_names_decode_to_the_request_tools() {
+        let tools = [spec("fs.read_text_file"), spec("calculator")];
+        assert_eq!(
+            real_name("fs__read_text_file".into(), &tools),
+            "fs.read_text_file"
+        );
+        assert_eq!(real_name("calculator".into(), &tools), "calculator");
+        assert_eq!(real_name("unknown".into(), &tools), "unknown");
+        let c = restore_names(
+            Completion::tool_calls(vec![pocket_agent::ToolCall {
+                id: "1".into(),
+                name: "fs__read_text_file".into(),
+                arguments: serde_json::json!({}),
+            }]),
+            &tools,
+        );
+        assert_eq!(c.tool_calls[0].name, "fs.read_text_file");
     }
 }

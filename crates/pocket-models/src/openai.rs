@@ -241,7 +241,8 @@ impl Model for OpenAiModel {
     async fn complete(&self, request: &CompletionRequest) -> Result<Completion, ModelError> {
         let started = Instant::now();
         let response = self.inner.send(request, false).await?;
-        let completion = self.inner.read_completion(response).await?;
+        let completion =
+            http::restore_names(self.inner.read_completion(response).await?, &request.tools);
         tracing::debug!(
             elapsed_ms = started.elapsed().as_millis() as u64,
             gen_ai.usage.input_tokens = completion.usage.input_tokens,
@@ -262,14 +263,12 @@ impl Model for OpenAiModel {
         let response = self.inner.send(request, true).await?;
         if !http::is_event_stream(&response) {
             // The server ignored `stream: true` and answered in one piece.
-            let completion = self.inner.read_completion(response).await?;
+            let completion =
+                http::restore_names(self.inner.read_completion(response).await?, &request.tools);
             return Ok(completion_as_stream(completion));
         }
-        Ok(http::drive(
-            response,
-            ChatStream::default(),
-            self.inner.limits,
-        ))
+        let stream = http::drive(response, ChatStream::default(), self.inner.limits);
+        Ok(http::restore_stream(stream, request.tools.clone()))
     }
 }
 
@@ -363,7 +362,7 @@ impl Serialize for Calls<'_> {
             id: &call.id,
             kind: "function",
             function: WireCallFunction {
-                name: &call.name,
+                name: http::wire_name(&call.name),
                 arguments: arguments_text(&call.arguments),
             },
         }))
@@ -380,7 +379,7 @@ struct WireCall<'a> {
 
 #[derive(Serialize)]
 struct WireCallFunction<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     arguments: Cow<'a, str>,
 }
 
@@ -406,7 +405,7 @@ impl Serialize for Tools<'_> {
         s.collect_seq(self.0.iter().map(|spec| WireTool {
             kind: "function",
             function: WireFunction {
-                name: &spec.name,
+                name: http::wire_name(&spec.name),
                 description: &spec.description,
                 parameters: &spec.parameters,
             },
@@ -423,7 +422,7 @@ struct WireTool<'a> {
 
 #[derive(Serialize)]
 struct WireFunction<'a> {
-    name: &'a str,
+    name: Cow<'a, str>,
     description: &'a str,
     parameters: &'a Value,
 }

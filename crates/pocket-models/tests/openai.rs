@@ -632,3 +632,44 @@ async fn json_200_without_choices_is_malformed() {
         "{e:?}"
     );
 }
+
+/// OpenAI refuses tool names with dots (`^[a-zA-Z0-9_-]{1,64}$`); MCP tools have them.
+#[tokio::test]
+async fn dotted_tool_names_are_encoded_on_the_wire_and_decoded_back() {
+    let reply = json!({
+        "choices": [{"index": 0, "finish_reason": "tool_calls", "message": {"role": "assistant", "content": null,
+            "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "fs__read_text_file", "arguments": "{}"}}]}}]
+    });
+    let (srv, recorded) = server(move || json(200, reply.clone())).await;
+    let tool = ToolSpec::new("fs.read_text_file", "Reads.", json!({"type": "object"}));
+    let history = ToolCall {
+        id: "c0".into(),
+        name: "fs.read_text_file".into(),
+        arguments: json!({}),
+    };
+    let request = CompletionRequest {
+        messages: vec![
+            Message::user("read"),
+            Message::Assistant {
+                content: None,
+                tool_calls: vec![history],
+            },
+            Message::Tool {
+                call_id: "c0".into(),
+                name: "fs.read_text_file".into(),
+                content: "x".into(),
+                is_error: false,
+            },
+        ],
+        tools: Arc::from(vec![tool]),
+        ..CompletionRequest::default()
+    };
+    let completion = model(&srv.url).complete(&request).await.unwrap();
+    assert_eq!(completion.tool_calls[0].name, "fs.read_text_file");
+    let body = recorded.single().body;
+    assert_eq!(body["tools"][0]["function"]["name"], "fs__read_text_file");
+    assert_eq!(
+        body["messages"][1]["tool_calls"][0]["function"]["name"],
+        "fs__read_text_file"
+    );
+}
