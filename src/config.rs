@@ -25,6 +25,9 @@ pub(crate) struct Config {
     /// Settings of the built-in tools.
     #[serde(default)]
     pub(crate) tools: ToolsConfig,
+    /// MCP tool servers, `[mcp.NAME]`.
+    #[serde(default)]
+    pub(crate) mcp: pocket_mcp::McpConfig,
     /// Where the file was read from (not a TOML key).
     #[serde(skip)]
     pub(crate) path: Option<PathBuf>,
@@ -69,7 +72,7 @@ pub(crate) struct AgentConfig {
     /// A `[models]` name or a model spec (`sim`, `openai:MODEL`, `anthropic:MODEL`).
     #[serde(default = "default_model")]
     pub(crate) model: String,
-    /// Built-in tools by name.
+    /// Built-in tools by name, and MCP tools by pattern (`fs.*`, `fs.read_text_file`).
     #[serde(default)]
     pub(crate) tools: Vec<String>,
     /// System prompt. Default: none.

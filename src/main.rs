@@ -132,15 +132,24 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     }
 }
 
-#[allow(clippy::print_stdout, clippy::print_stderr)] // the CLI's own output
 async fn run(args: RunArgs) -> Result<(), Failure> {
     let config = load_config(args.agent.config.as_ref())?;
+    let mcp = wiring::start_mcp(&config).await?;
+    let result = run_with(args, &config, &mcp).await;
+    // Child processes of MCP servers end with us, whatever happened.
+    mcp.shutdown().await;
+    result
+}
+
+#[allow(clippy::print_stdout, clippy::print_stderr)] // the CLI's own output
+async fn run_with(args: RunArgs, config: &Config, mcp: &pocket_mcp::McpHub) -> Result<(), Failure> {
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
     };
     let approver: Arc<dyn pocket_agent::Approver> = Arc::new(approve::TerminalApprover::default());
-    let agent = wiring::build_agent(&config, &args.agent.agent, &overrides, Some(approver))?;
+    let agent =
+        wiring::build_agent(config, &args.agent.agent, &overrides, Some(approver), mcp).await?;
     let task = args.task.join(" ");
     if task.trim().is_empty() {
         return Err(Failure::Usage("the task is empty".into()));

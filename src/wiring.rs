@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pocket_agent::{Agent, Approver, BoxModel, SharedTool};
+use pocket_mcp::{McpError, McpHub};
 use pocket_models::{
     AnthropicConfig, AnthropicModel, OpenAiConfig, OpenAiModel, SimConfig, SimModel,
 };
@@ -21,11 +22,12 @@ pub(crate) struct Overrides {
 
 /// Builds the agent `name` from the config (or the defaults when the config has no such
 /// agent and `name` is `default`), with the overrides applied.
-pub(crate) fn build_agent(
+pub(crate) async fn build_agent(
     config: &Config,
     name: &str,
     overrides: &Overrides,
     approver: Option<Arc<dyn Approver>>,
+    mcp: &McpHub,
 ) -> Result<Agent, ConfigError> {
     let file = config.file();
     let default = AgentConfig::default();
@@ -69,6 +71,16 @@ pub(crate) fn build_agent(
             continue;
         }
         seen.push(tool);
+        if McpHub::is_pattern(tool) {
+            let matched = mcp
+                .tools_matching(&[tool])
+                .await
+                .map_err(|e| ConfigError::new(file, where_, e.to_string()))?;
+            // `fs.*` and `fs.read_text_file` may both name a tool.
+            tools.retain(|t| !matched.iter().any(|m| m.spec().name == t.spec().name));
+            tools.extend(matched);
+            continue;
+        }
         let built = pocket_tools::builtin(tool, &config.tools)
             .map_err(|e| ConfigError::new(file, where_, e.to_string()))?;
         tools.extend(built);
@@ -92,6 +104,16 @@ pub(crate) fn build_agent(
     builder
         .build()
         .map_err(|e| ConfigError::new(file, key, e.to_string()))
+}
+
+/// Starts the `[mcp]` servers (eager ones now, lazy ones when an agent names them).
+pub(crate) async fn start_mcp(config: &Config) -> Result<McpHub, ConfigError> {
+    McpHub::start(config.mcp.clone())
+        .await
+        .map_err(|e| match e {
+            McpError::Config { key, message } => ConfigError::new(config.file(), key, message),
+            other => ConfigError::new(config.file(), "mcp", other.to_string()),
+        })
 }
 
 /// A `[models]` name, or a spec: `sim`, `openai:MODEL`, `anthropic:MODEL`.

@@ -337,3 +337,17 @@ async fn auth_failure_exits_1_without_printing_the_key() {
         "the key leaked: {stderr}"
     );
 }
+
+#[test]
+fn an_mcp_pattern_without_its_server_is_a_config_error() {
+    let cfg = config("[agents.default]\ntools = [\"fz.*\"]\n");
+    pocket()
+        .args(["run", "--config"])
+        .arg(cfg.path())
+        .arg("x")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("agents.default.tools[0]").and(predicate::str::contains("fz")),
+        );
+}
