@@ -120,15 +120,18 @@ impl LogEntry {
         }
     }
 
-    /// Clears the entry, keeping its buffers for the next event.
-    fn reset(&mut self) {
+    /// Clears the entry, keeping its buffers for the next event: text buffers go to this
+    /// thread's pool, agent and run id to the caller (the next event often has the same).
+    fn reset(&mut self) -> Recycled {
         self.message.clear();
         self.component.clear();
-        self.fields.clear();
-        self.agent = None;
-        self.run_id = None;
+        recycle_strings(&mut self.fields);
         self.duration_ms = None;
         self.memory_bytes = None;
+        Recycled {
+            agent: self.agent.take(),
+            run_id: self.run_id.take(),
+        }
     }
 
     /// The value of a metadata field.
@@ -186,6 +189,52 @@ impl Serialize for LogEntry {
             map.serialize_entry("performance", &perf)?;
         }
         map.end()
+    }
+}
+
+/// What an evicted entry leaves for the next one.
+#[derive(Default)]
+struct Recycled {
+    agent: Option<Arc<str>>,
+    run_id: Option<Arc<str>>,
+}
+
+/// Most text buffers one thread keeps for reuse.
+const POOL: usize = 32;
+
+thread_local! {
+    static STRINGS: std::cell::RefCell<Vec<String>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn recycle_strings(fields: &mut Vec<(&'static str, FieldValue)>) {
+    for (_, value) in fields.drain(..) {
+        if let FieldValue::Str(s) = value {
+            give_back(s);
+        }
+    }
+}
+
+fn give_back(mut s: String) {
+    STRINGS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < POOL {
+            s.clear();
+            pool.push(s);
+        }
+    });
+}
+
+fn pooled_string() -> String {
+    STRINGS
+        .with(|pool| pool.borrow_mut().pop())
+        .unwrap_or_default()
+}
+
+/// The recycled `Arc` when it holds the same text, else a new one.
+fn reuse_arc(recycled: &mut Option<Arc<str>>, value: &str) -> Arc<str> {
+    match recycled.take() {
+        Some(arc) if *arc == *value => arc,
+        _ => Arc::from(value),
     }
 }
 
@@ -332,16 +381,16 @@ impl RecentLogs {
     }
 
     /// A spare entry: the oldest one when the ring is full, so its buffers are reused.
-    fn spare(&self) -> LogEntry {
+    fn spare(&self) -> (LogEntry, Recycled) {
         let mut ring = self.lock();
         if ring.entries.len() >= ring.capacity
             && let Some(mut e) = ring.entries.pop_front()
         {
             drop(ring);
-            e.reset();
-            return e;
+            let recycled = e.reset();
+            return (e, recycled);
         }
-        LogEntry::empty()
+        (LogEntry::empty(), Recycled::default())
     }
 
     fn push(&self, entry: LogEntry) {
@@ -405,7 +454,7 @@ where
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
         let meta = event.metadata();
-        let mut entry = self.logs.spare();
+        let (mut entry, mut recycled) = self.logs.spare();
         entry.at = SystemTime::now();
         entry.level = LogLevel::from_tracing(meta.level());
         entry.target = meta.target();
@@ -413,6 +462,7 @@ where
         event.record(&mut EntryVisitor {
             entry: &mut entry,
             critical: &mut critical,
+            recycled: &mut recycled,
         });
         if critical && entry.level == LogLevel::Error {
             entry.level = LogLevel::Critical;
@@ -442,6 +492,7 @@ where
 struct EntryVisitor<'a> {
     entry: &'a mut LogEntry,
     critical: &'a mut bool,
+    recycled: &'a mut Recycled,
 }
 
 impl EntryVisitor<'_> {
@@ -487,9 +538,15 @@ impl Visit for EntryVisitor<'_> {
         match field.name() {
             "message" => self.entry.message.push_str(value),
             "component" => self.entry.component.push_str(value),
-            "agent" | "gen_ai.agent.name" => self.entry.agent = Some(Arc::from(value)),
-            "run_id" => self.entry.run_id = Some(Arc::from(value)),
-            _ => self.other(field, FieldValue::Str(value.to_owned())),
+            "agent" | "gen_ai.agent.name" => {
+                self.entry.agent = Some(reuse_arc(&mut self.recycled.agent, value));
+            }
+            "run_id" => self.entry.run_id = Some(reuse_arc(&mut self.recycled.run_id, value)),
+            _ => {
+                let mut s = pooled_string();
+                s.push_str(value);
+                self.other(field, FieldValue::Str(s));
+            }
         }
     }
 
@@ -503,9 +560,16 @@ impl Visit for EntryVisitor<'_> {
                 let _ = write!(self.entry.component, "{value:?}");
             }
             "agent" | "gen_ai.agent.name" | "run_id" => {
-                self.record_str(field, &format!("{value:?}"));
+                let mut s = pooled_string();
+                let _ = write!(s, "{value:?}");
+                self.record_str(field, &s);
+                give_back(s);
             }
-            _ => self.other(field, FieldValue::Str(format!("{value:?}"))),
+            _ => {
+                let mut s = pooled_string();
+                let _ = write!(s, "{value:?}");
+                self.other(field, FieldValue::Str(s));
+            }
         }
     }
 }
@@ -547,6 +611,28 @@ mod tests {
         assert_eq!(json["level"], "critical");
         assert_eq!(json["component"], "system");
         assert_eq!(json["run_id"], "r1");
+    }
+
+    #[test]
+    fn a_full_ring_reuses_the_evicted_entrys_agent() {
+        let logs = RecentLogs::new(1);
+        let subscriber = tracing_subscriber::registry().with(logs.layer());
+        let agents = tracing::subscriber::with_default(subscriber, || {
+            let mut agents = Vec::new();
+            for i in 0..3 {
+                tracing::info!(agent = "same", i, note = %"text", "event");
+                agents.push(logs.latest(1).pop().unwrap().agent.unwrap());
+            }
+            agents
+        });
+        assert!(
+            Arc::ptr_eq(&agents[1], &agents[2]),
+            "no new Arc for the same agent"
+        );
+        assert_eq!(logs.summary(10).total, 3);
+        let last = logs.latest(1).pop().unwrap();
+        assert_eq!(last.field("note"), Some(&FieldValue::Str("text".into())));
+        assert_eq!(last.field("i"), Some(&FieldValue::I64(2)));
     }
 
     #[test]
