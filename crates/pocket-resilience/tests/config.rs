@@ -167,3 +167,31 @@ fn a_typo_in_the_section_is_refused_with_its_key() {
     assert!(err.contains("unknown field `cool_down`"), "{err}");
     assert!(err.contains("cool_down_ms"), "lists the valid keys: {err}");
 }
+
+#[test]
+fn the_readme_example_parses_and_states_the_defaults() {
+    let readme = include_str!("../README.md");
+    let start = readme.find("```toml\n").unwrap() + "```toml\n".len();
+    let end = start + readme[start..].find("```").unwrap();
+    let config = toml::from_str::<File>(&readme[start..end])
+        .unwrap()
+        .resilience;
+    config.validate().unwrap();
+    // The section's global values are the documented defaults.
+    assert_eq!(
+        config.model_retry("sim"),
+        pocket_resilience::RetryPolicy::default()
+    );
+    let (breaker, on) = config.breaker_policy(pocket_resilience::Component::Model, "sim");
+    assert_eq!(breaker, pocket_resilience::BreakerPolicy::default());
+    assert!(on);
+    assert_eq!(
+        config.protected_policy("x"),
+        pocket_resilience::ProtectedPolicy::default()
+    );
+    assert_eq!(config.model_retry("openai:gpt-4o").max_attempts, 5);
+    assert_eq!(
+        config.fallback_models("default", "openai:gpt-4o"),
+        ["anthropic:claude-sonnet-4-5"]
+    );
+}

@@ -398,3 +398,71 @@ async fn the_report_names_a_model_breaker_and_its_fallback() {
     // Unused imports guard.
     let _ = ModelError::Cancelled;
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_run_is_neither_a_failure_nor_a_reason_to_fall_back() {
+    let hub = ResilienceHub::new();
+    let model = ScriptedModel::new([]).then_always(|| Err(server_error()));
+    let spare = agent("spare", ScriptedModel::new([]));
+    let protected = ProtectedAgent::builder(agent("w", model), &hub)
+        .policy(policy(3))
+        .fallback(spare)
+        .build();
+    let cancel = pocket_agent::CancellationToken::new();
+    let request = pocket_agent::RunRequest {
+        cancel: Some(cancel.clone()),
+        ..pocket_agent::RunRequest::new("task")
+    };
+    let t0 = Instant::now();
+    let (result, ()) = tokio::join!(protected.run_with(request), async {
+        tokio::time::sleep(ms(500)).await;
+        cancel.cancel();
+    });
+    let err = result.unwrap_err();
+    assert_eq!(err.attempts(), 1, "cancelled while waiting to retry");
+    assert_eq!(Instant::now() - t0, ms(500));
+    assert_eq!(protected.history().len(), 1, "only the real failure");
+}
+
+/// A model that takes a second to answer.
+struct Sleepy;
+
+impl pocket_agent::Model for Sleepy {
+    fn name(&self) -> &str {
+        "sleepy"
+    }
+
+    async fn complete(
+        &self,
+        _: &pocket_agent::CompletionRequest,
+    ) -> Result<Completion, ModelError> {
+        tokio::time::sleep(ms(1000)).await;
+        Ok(Completion::text("late"))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_run_cancelled_midway_is_not_recorded_and_not_handed_over() {
+    let hub = ResilienceHub::new();
+    let spare = agent("spare", ScriptedModel::new([]));
+    let main = Agent::builder(Sleepy).name("main").build().unwrap();
+    let protected = ProtectedAgent::builder(main, &hub)
+        .policy(policy(3))
+        .fallback(spare)
+        .build();
+    let cancel = pocket_agent::CancellationToken::new();
+    let request = pocket_agent::RunRequest {
+        cancel: Some(cancel.clone()),
+        ..pocket_agent::RunRequest::new("task")
+    };
+    let (result, ()) = tokio::join!(protected.run_with(request), async {
+        tokio::time::sleep(ms(500)).await;
+        cancel.cancel();
+    });
+    let err = result.unwrap_err();
+    assert!(err.agent_error().unwrap().is_cancelled());
+    assert_eq!(err.attempts(), 1);
+    assert!(protected.history().is_empty());
+    assert_eq!(protected.breaker().snapshot().calls_in_window, 0);
+    assert!(hub.metrics().executor_answers_total.is_empty());
+}

@@ -255,3 +255,20 @@ async fn a_cancelled_run_stops_a_tool_retry_wait() {
     );
     assert_eq!(Instant::now() - t0, ms(150));
 }
+
+#[tokio::test(start_paused = true)]
+async fn streams_are_retried_until_they_open() {
+    use futures_util::StreamExt;
+    let hub = ResilienceHub::new();
+    let model = Arc::new(Timed::failing_first("m", 2, server_error));
+    let retry = Retry::new(model.clone(), policy(3), &hub);
+    let mut stream = retry.stream(&request()).await.unwrap();
+    let mut done = None;
+    while let Some(event) = stream.next().await {
+        if let pocket_agent::StreamEvent::Done(c) = event.unwrap() {
+            done = c.content;
+        }
+    }
+    assert_eq!(done.as_deref(), Some("ok"));
+    assert_eq!(model.calls(), 3);
+}

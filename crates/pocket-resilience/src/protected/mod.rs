@@ -398,13 +398,18 @@ impl ProtectedAgent {
                         attempts,
                     });
                 }
+                Err(error) if error.is_cancelled() => {
+                    // The caller stopped the run: not a failure of the agent, and not a
+                    // reason to ask anyone else.
+                    permit.record(Outcome::Ignored);
+                    return Err(ProtectedError::Failed {
+                        agent: inner.name.clone(),
+                        attempts,
+                        source: error,
+                    });
+                }
                 Err(error) => {
-                    let outcome = if error.is_cancelled() {
-                        Outcome::Ignored
-                    } else {
-                        Outcome::Failure
-                    };
-                    permit.record(outcome);
+                    permit.record(Outcome::Failure);
                     let class = error.classify();
                     self.report(AgentFailure {
                         agent: inner.name.clone(),

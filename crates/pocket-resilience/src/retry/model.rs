@@ -22,7 +22,9 @@ use crate::scope::{CallScope, in_scope};
 ///   alone, the layer waits for the probe time if the deadline allows (else it fails with
 ///   [`DeadlineWouldPass`]); under a [`Fallback`](crate::Fallback) it returns at once so the
 ///   fallback can route elsewhere.
-/// - A Retry-After is waited for exactly, unless a fallback has another route to try.
+/// - A Retry-After is waited for exactly; under a [`Fallback`](crate::Fallback) with other
+///   routes the error is returned at once instead, and the fallback holds this route and waits
+///   only if every route is unavailable.
 #[derive(Debug)]
 pub struct Retry<M> {
     inner: M,
