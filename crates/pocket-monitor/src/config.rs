@@ -38,8 +38,12 @@ pub struct MonitorConfig {
     pub format: LogFormat,
     /// File format. Default: `json` (one object per line).
     pub file_format: LogFormat,
-    /// Level filter in `RUST_LOG` syntax (`info`, `warn,pocket_agent=debug`). Default: `info`.
+    /// Level filter in `RUST_LOG` syntax (`info`, `warn,pocket_agent=debug`), for every sink.
+    /// Default: `info`.
     pub level: String,
+    /// A stricter filter for the console only (a CLI keeps its terminal quiet while the files
+    /// get `info`). It cannot let through what `level` stops. Default: none (`level`).
+    pub console_level: Option<String>,
     /// When a new file starts. Default: `daily`.
     pub rotation: Rotation,
     /// Size cap of one file in bytes: past it, the period goes on in `…YYYY-MM-DD.1.log`.
@@ -70,6 +74,7 @@ impl Default for MonitorConfig {
             format: LogFormat::Pretty,
             file_format: LogFormat::Json,
             level: "info".into(),
+            console_level: None,
             rotation: Rotation::Daily,
             max_bytes: None,
             retention: RetentionConfig::default(),
@@ -338,6 +343,11 @@ impl MonitorConfig {
         }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.level) {
             return Err(ConfigError::new("level", e.to_string()));
+        }
+        if let Some(level) = &self.console_level
+            && let Err(e) = tracing_subscriber::EnvFilter::builder().parse(level)
+        {
+            return Err(ConfigError::new("console_level", e.to_string()));
         }
         Ok(())
     }

@@ -188,3 +188,32 @@ async fn the_ring_records_the_plugins_lines_with_agent_and_performance() {
     assert!(report.logs.is_some_and(|l| l.total >= 3));
     monitor.shutdown().await;
 }
+
+#[test]
+fn the_console_can_be_stricter_than_the_files_and_the_level_hint_survives() {
+    let console = Captured::default();
+    let writer = console.clone();
+    let (layer, guard) = LogBuilder::new(&MonitorConfig {
+        level: "info".into(),
+        console_level: Some("warn".into()),
+        ..MonitorConfig::default()
+    })
+    .console_writer(move || writer.clone())
+    .layer::<Registry>()
+    .unwrap();
+    let subscriber = tracing_subscriber::registry().with(layer);
+    // The filter's hint reaches the dispatcher, so a disabled event costs a load and a compare.
+    assert_eq!(
+        tracing::Subscriber::max_level_hint(&subscriber),
+        Some(tracing::level_filters::LevelFilter::INFO)
+    );
+    tracing::subscriber::with_default(subscriber, || {
+        tracing::debug!("filtered everywhere");
+        tracing::info!("files and ring only");
+        tracing::warn!("everywhere");
+    });
+    let text = console.text();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("everywhere"));
+    assert_eq!(guard.recent().len(), 2);
+}

@@ -190,7 +190,15 @@ impl<'a> LogBuilder<'a> {
                     fmt_layer(config.format, std::io::stderr, ansi)
                 }
             };
-            sinks.push(layer);
+            match &config.console_level {
+                Some(level) => {
+                    let console_filter = EnvFilter::builder()
+                        .parse(level)
+                        .map_err(|e| ConfigError::new("console_level", e.to_string()))?;
+                    sinks.push(layer.with_filter(console_filter).boxed());
+                }
+                None => sinks.push(layer),
+            }
         }
         let mut files = None;
         if let Some(dir) = &config.log_dir {
