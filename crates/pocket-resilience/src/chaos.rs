@@ -6,6 +6,8 @@ use std::time::Duration;
 use pocket_agent::{Completion, CompletionRequest, CompletionStream, Model, ModelError};
 use tokio::time::Instant;
 
+use crate::scope::later;
+
 /// A [`Model`] that is down (HTTP 503) from `after` past its creation for `lasting`, and
 /// passes calls to `inner` otherwise. Shows a breaker opening and closing and a fallback
 /// taking over.
@@ -20,11 +22,11 @@ pub struct Outage<M> {
 impl<M: Model> Outage<M> {
     /// `inner`, down from `after` for `lasting`, measured from now (on tokio's clock).
     pub fn new(inner: M, after: Duration, lasting: Duration) -> Self {
-        let starts = Instant::now() + after;
+        let starts = later(Instant::now(), after);
         Self {
             inner,
             starts,
-            ends: starts + lasting,
+            ends: later(starts, lasting),
             refused: AtomicU64::new(0),
         }
     }

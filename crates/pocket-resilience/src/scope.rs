@@ -32,7 +32,7 @@ pub(crate) struct CallScope {
 
 impl CallScope {
     pub(crate) fn new(max_attempts: u32, max_elapsed: Duration, deadline: Option<Instant>) -> Self {
-        let own = Instant::now() + max_elapsed;
+        let own = later(Instant::now(), max_elapsed);
         Self {
             deadline: deadline.map_or(own, |d| d.min(own)),
             max_attempts: max_attempts.max(1),
@@ -88,6 +88,13 @@ impl CallScope {
     pub(crate) fn release_retries(&self) {
         self.retry_owner.store(false, Ordering::Relaxed);
     }
+}
+
+/// `now + d`, or about 30 years from `now` when that does not fit (a huge Retry-After or
+/// setting must not panic).
+pub(crate) fn later(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .unwrap_or_else(|| now + Duration::from_secs(30 * 365 * 86_400))
 }
 
 /// Runs `f` in the current call's scope, or in a new one made by `make` when there is none.

@@ -466,3 +466,37 @@ async fn a_run_cancelled_midway_is_not_recorded_and_not_handed_over() {
     assert_eq!(protected.breaker().snapshot().calls_in_window, 0);
     assert!(hub.metrics().executor_answers_total.is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_report_counts_failures_and_recoveries_of_the_last_24_hours() {
+    let hub = ResilienceHub::new();
+    let model = ScriptedModel::new([
+        Err(server_error()),
+        Err(server_error()),
+        Ok(Completion::text("ok")),
+        Err(server_error()),
+        Ok(Completion::text("ok")),
+    ]);
+    let protected = ProtectedAgent::builder(agent("a", model), &hub)
+        .policy(policy(0))
+        .breaker(no_breaker())
+        .build();
+    protected.run("1").await.unwrap_err();
+    tokio::time::advance(std::time::Duration::from_secs(10)).await;
+    protected.run("2").await.unwrap_err();
+    tokio::time::advance(std::time::Duration::from_secs(10)).await;
+    protected.run("3").await.unwrap(); // recovered 20 s after the first failure
+    protected.run("4").await.unwrap_err();
+    tokio::time::advance(std::time::Duration::from_secs(40)).await;
+    protected.run("5").await.unwrap(); // recovered after 40 s
+    let report = hub.health_report();
+    assert_eq!(report.failures_last_24h, 3);
+    assert_eq!(report.mean_recovery_secs, Some(30.0));
+    assert_eq!(report.agents_failing, 0);
+
+    tokio::time::advance(std::time::Duration::from_secs(25 * 3600)).await;
+    let report = hub.health_report();
+    assert_eq!(report.failures_last_24h, 0);
+    assert_eq!(report.mean_recovery_secs, None);
+    assert_eq!(protected.history().len(), 3, "the history is not aged out");
+}

@@ -272,3 +272,23 @@ async fn streams_are_retried_until_they_open() {
     assert_eq!(done.as_deref(), Some("ok"));
     assert_eq!(model.calls(), 3);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_huge_retry_after_does_not_overflow() {
+    let hub = ResilienceHub::new();
+    let model = Arc::new(Timed::always("m", || support::rate_limited(Duration::MAX)));
+    let retry = Retry::new(model.clone(), policy(3), &hub);
+    let err = retry.complete(&request()).await.unwrap_err();
+    assert!(matches!(err, ModelError::RateLimited { .. }));
+    assert_eq!(model.calls(), 1, "past the deadline: not waited for");
+    let p = RetryPolicy {
+        max_elapsed: Duration::MAX,
+        ..policy(3)
+    };
+    let model = Arc::new(Timed::failing_first("n", 1, server_error));
+    Retry::new(model.clone(), p, &hub)
+        .complete(&request())
+        .await
+        .unwrap();
+    assert_eq!(model.calls(), 2);
+}

@@ -32,6 +32,7 @@ pub use self::tool::BreakerTool;
 use crate::event::ResilienceEvent;
 use crate::hub::{Component, Emitter, lock};
 use crate::metrics::bump;
+use crate::scope::later;
 
 /// When a breaker opens and how it recovers.
 #[derive(Debug, Clone, PartialEq)]
@@ -392,7 +393,7 @@ impl Breaker {
                     (by_streak || by_rate).then(|| {
                         s.enter(
                             Phase::Open {
-                                until: now + p.cool_down,
+                                until: later(now, p.cool_down),
                             },
                             now,
                         )
@@ -401,7 +402,7 @@ impl Breaker {
                 (Phase::HalfOpen, Outcome::Success) if probe => Some(s.enter(Phase::Closed, now)),
                 (Phase::HalfOpen, Outcome::Failure) if probe => Some(s.enter(
                     Phase::Open {
-                        until: now + self.policy.cool_down,
+                        until: later(now, self.policy.cool_down),
                     },
                     now,
                 )),

@@ -30,7 +30,7 @@ use crate::error::DeadlineWouldPass;
 use crate::event::ResilienceEvent;
 use crate::hub::{Component, Emitter, ResilienceHub, lock};
 use crate::metrics::bump;
-use crate::scope::{CallScope, in_scope};
+use crate::scope::{CallScope, in_scope, later};
 
 /// Bounds of one call through a [`Fallback`].
 #[derive(Debug, Clone, PartialEq)]
@@ -173,7 +173,7 @@ impl Fallback {
                     _ => class.retry_after,
                 };
                 if let Some(wait) = hold {
-                    let until = Instant::now() + wait;
+                    let until = later(Instant::now(), wait);
                     route.hold(until);
                     held.push((i, until));
                 } else if !(class.retryable || matches!(error, ModelError::ContextLength { .. })) {

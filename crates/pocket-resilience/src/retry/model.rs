@@ -10,7 +10,7 @@ use super::{Retrier, RetryPolicy};
 use crate::error::DeadlineWouldPass;
 use crate::event::ResilienceEvent;
 use crate::hub::{Component, ResilienceHub};
-use crate::scope::{CallScope, in_scope};
+use crate::scope::{CallScope, in_scope, later};
 
 /// A [`Model`] whose retryable failures are tried again; see the [module docs](super).
 ///
@@ -92,7 +92,7 @@ impl<M: Model> Retry<M> {
                     return Err(error);
                 }
                 let wait = *retry_in;
-                if now + wait > scope.deadline() {
+                if later(now, wait) > scope.deadline() {
                     return Err(DeadlineWouldPass {
                         key: r.key.clone(),
                         available_in: wait,
@@ -118,7 +118,7 @@ impl<M: Model> Retry<M> {
                 return Err(error);
             }
             let delay = class.retry_after.unwrap_or_else(|| r.backoff(tries));
-            if now + delay > scope.deadline() {
+            if later(now, delay) > scope.deadline() {
                 tracing::debug!(key = %r.key, "the next retry would start after the deadline");
                 return Err(error);
             }

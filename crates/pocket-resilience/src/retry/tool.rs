@@ -9,6 +9,7 @@ use tokio::time::Instant;
 
 use super::{Retrier, RetryPolicy};
 use crate::hub::{Component, ResilienceHub};
+use crate::scope::later;
 
 /// A tool whose retryable failures are tried again, if its spec says it is idempotent; other
 /// tools are called once, as they are. See the [module docs](super).
@@ -39,7 +40,7 @@ impl RetryTool {
     async fn retry_loop(&self, args: Value, ctx: &ToolContext) -> Result<Value, ToolError> {
         let r = &self.retrier;
         r.budget.deposit();
-        let deadline = Instant::now() + r.policy.max_elapsed;
+        let deadline = later(Instant::now(), r.policy.max_elapsed);
         let mut tries = 0u32;
         loop {
             tries += 1;
@@ -53,7 +54,7 @@ impl RetryTool {
                 return Err(error);
             }
             let delay = class.retry_after.unwrap_or_else(|| r.backoff(tries));
-            if Instant::now() + delay > deadline || !r.schedule(tries, delay, class.kind) {
+            if later(Instant::now(), delay) > deadline || !r.schedule(tries, delay, class.kind) {
                 return Err(error);
             }
             tokio::select! {
