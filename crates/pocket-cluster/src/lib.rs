@@ -11,3 +11,7 @@ pub use store::{
     TaskRecord, TaskStatus, TaskStore,
 };
 pub use store::{Clock, ManualClock, MemoryStore, StoreOptions, SystemClock, open};
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;

@@ -48,11 +48,19 @@ use serde_json::Value;
 
 mod clock;
 mod memory;
-// @@SQL-MODS@@
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
+#[cfg(feature = "sqlite")]
+mod sqlite;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
-// @@SQL-USES@@
+#[cfg(feature = "postgres")]
+pub use postgres::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use sqlite::SqliteStore;
 
 /// A task's id (a UUID v7 string: sortable by creation time).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -533,7 +541,10 @@ pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn TaskStore>
     let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or(url);
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new(options))),
-        // @@SQL-OPEN@@
+        #[cfg(feature = "sqlite")]
+        "sqlite" => Ok(Arc::new(SqliteStore::open(url, options).await?)),
+        #[cfg(feature = "postgres")]
+        "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, options).await?)),
         _ => Err(StoreError::Invalid(format!(
             "unsupported task store URL scheme `{scheme}` (expected memory:, sqlite:// or \
              postgres://, with the crate feature for it)"
@@ -583,12 +594,24 @@ fn validate(task: &NewTask) -> Result<(), StoreError> {
     if task.capabilities.iter().any(|c| c.is_empty()) {
         return Err(StoreError::Invalid("a capability name is empty".into()));
     }
+    // PostgreSQL's text cannot hold NUL; refuse it everywhere so every store agrees.
+    let mut texts = [&task.agent, &task.task]
+        .into_iter()
+        .chain(task.idempotency_key.as_ref())
+        .chain(&task.capabilities);
+    if texts.any(|t| t.contains('\0')) {
+        return Err(StoreError::Invalid(
+            "a NUL character in the agent, task, idempotency key or a capability".into(),
+        ));
+    }
     Ok(())
 }
 
 fn validate_worker(worker: &str) -> Result<(), StoreError> {
-    if worker.is_empty() {
-        return Err(StoreError::Invalid("the worker name is empty".into()));
+    if worker.is_empty() || worker.contains('\0') {
+        return Err(StoreError::Invalid(
+            "the worker name is empty or holds a NUL character".into(),
+        ));
     }
     Ok(())
 }
