@@ -63,6 +63,8 @@ pub struct MonitorConfig {
     pub alerts: AlertsConfig,
     /// Thresholds of the system status.
     pub health: HealthConfig,
+    /// OTLP export (cargo feature `otlp`).
+    pub otlp: OtlpConfig,
 }
 
 impl Default for MonitorConfig {
@@ -83,6 +85,38 @@ impl Default for MonitorConfig {
             recent_logs: 10_000,
             alerts: AlertsConfig::default(),
             health: HealthConfig::default(),
+            otlp: OtlpConfig::default(),
+        }
+    }
+}
+
+/// `[monitoring.otlp]`: OTLP/HTTP (protobuf) export of spans and of the GenAI metrics, in
+/// builds with pocket-monitor's cargo feature `otlp`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OtlpConfig {
+    /// The collector's base URL (`http://localhost:4318`): spans go to `/v1/traces`, metrics
+    /// to `/v1/metrics`. Default: none (no export).
+    pub endpoint: Option<String>,
+    /// The resource's `service.name`. Default: `pocket`.
+    pub service_name: String,
+    /// Export spans (`invoke_agent`, `chat`, `execute_tool`). Default: `true`.
+    pub traces: bool,
+    /// Export `gen_ai.client.operation.duration` and `gen_ai.client.token.usage`.
+    /// Default: `true`.
+    pub metrics: bool,
+    /// How often metrics are exported, seconds. Default: 60.
+    pub export_interval_secs: u64,
+}
+
+impl Default for OtlpConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: "pocket".into(),
+            traces: true,
+            metrics: true,
+            export_interval_secs: 60,
         }
     }
 }
@@ -341,6 +375,21 @@ impl MonitorConfig {
         if let Some(url) = &self.alerts.webhook_url {
             check_url("alerts.webhook_url", url)?;
         }
+        if let Some(endpoint) = &self.otlp.endpoint {
+            if !cfg!(feature = "otlp") {
+                return Err(ConfigError::new(
+                    "otlp.endpoint",
+                    "this build has no OTLP export (cargo feature `otlp` of pocket-monitor)",
+                ));
+            }
+            check_url("otlp.endpoint", endpoint)?;
+            if self.otlp.export_interval_secs == 0 {
+                return Err(ConfigError::new(
+                    "otlp.export_interval_secs",
+                    "must be greater than zero",
+                ));
+            }
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&self.level) {
             return Err(ConfigError::new("level", e.to_string()));
         }
@@ -407,6 +456,17 @@ mod tests {
         let err = c.validate().err();
         assert!(err.as_ref().is_some_and(|e| e.key == "alerts.webhook_url"));
         assert!(err.is_some_and(|e| !e.to_string().contains("secret-token")));
+    }
+
+    #[test]
+    fn an_otlp_endpoint_needs_the_feature() {
+        let c: MonitorConfig =
+            toml::from_str("[otlp]\nendpoint = \"http://localhost:4318\"").unwrap();
+        if cfg!(feature = "otlp") {
+            assert!(c.validate().is_ok());
+        } else {
+            assert_eq!(c.validate().map_err(|e| e.key), Err("otlp.endpoint"));
+        }
     }
 
     #[test]

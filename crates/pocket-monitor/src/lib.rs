@@ -49,11 +49,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | (none) | | everything above |
-//!
-//! OTLP export is not built in: OpenTelemetry's crates add over a minute of build on two
-//! cores; a binary that wants it adds `tracing-opentelemetry`'s layer next to
-//! [`logging::layer`] (which returns a layer to compose for exactly that).
+//! | `otlp` | off | OTLP/HTTP export of spans and of the GenAI metrics, set by `[monitoring.otlp]`; OpenTelemetry adds over a minute of build on two cores |
 
 pub mod alerts;
 mod config;
@@ -61,13 +57,16 @@ pub mod logging;
 mod metrics;
 mod monitor;
 mod observer;
+#[cfg(feature = "otlp")]
+mod otlp;
 mod plugin;
 pub mod process;
 mod report;
 
 pub use alerts::{Alert, AlertKind, AlertManager, AlertSink, AlertStatus, LogSink, WebhookSink};
 pub use config::{
-    AlertsConfig, ConfigError, HealthConfig, LogFormat, MonitorConfig, RetentionConfig, Rotation,
+    AlertsConfig, ConfigError, HealthConfig, LogFormat, MonitorConfig, OtlpConfig, RetentionConfig,
+    Rotation,
 };
 pub use logging::{LogGuard, RecentLogs};
 pub use metrics::{

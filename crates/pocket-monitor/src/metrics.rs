@@ -308,6 +308,8 @@ struct Inner {
     events_lost: Counter,
     genai_duration: Histograms<GenAiOperation>,
     genai_tokens: Histograms<GenAiTokens>,
+    #[cfg(feature = "otlp")]
+    otel: crate::otlp::Instruments,
 }
 
 impl fmt::Debug for Metrics {
@@ -475,6 +477,8 @@ impl Metrics {
                 events_lost,
                 genai_duration,
                 genai_tokens,
+                #[cfg(feature = "otlp")]
+                otel: crate::otlp::Instruments::new(),
             }),
         }
     }
@@ -556,6 +560,13 @@ impl Metrics {
             Outcome::Success => "",
             other => other.as_str(),
         };
+        #[cfg(feature = "otlp")]
+        i.otel.record(
+            &model,
+            (outcome != Outcome::Success).then_some(error_type),
+            secs,
+            usage,
+        );
         i.genai_duration
             .get_or_create(&GenAiOperation {
                 gen_ai_operation_name: "chat",

@@ -53,6 +53,9 @@ pub enum LogError {
         #[source]
         source: std::io::Error,
     },
+    /// The OTLP exporter could not be started.
+    #[error("cannot start the OTLP exporter: {0}")]
+    Otlp(String),
     /// A global subscriber was installed already.
     #[error("a global tracing subscriber is already installed")]
     AlreadyInstalled(#[source] TryInitError),
@@ -63,6 +66,8 @@ pub enum LogError {
 pub struct LogGuard {
     recent: RecentLogs,
     files: Option<FileSink>,
+    #[cfg(feature = "otlp")]
+    _otlp: crate::otlp::Providers,
 }
 
 struct FileSink {
@@ -224,11 +229,23 @@ impl<'a> LogBuilder<'a> {
             });
             sinks.push(fmt_layer(config.file_format, writer, false));
         }
+        #[cfg(feature = "otlp")]
+        let otlp = {
+            let (layer, providers) = crate::otlp::start::<S>(&config.otlp)?;
+            sinks.extend(layer);
+            providers
+        };
         sinks.push(Box::new(recent.layer()));
         // The filter goes outermost: composed the other way, the stack loses the filter's
         // level hint and every disabled event pays a dynamic check (17 ns instead of ~1 ns).
         let layer = sampler.and_then(sinks).and_then(filter).boxed();
-        Ok((layer, LogGuard { recent, files }))
+        let guard = LogGuard {
+            recent,
+            files,
+            #[cfg(feature = "otlp")]
+            _otlp: otlp,
+        };
+        Ok((layer, guard))
     }
 
     /// Builds the stack and installs it as the global subscriber.
