@@ -6,12 +6,31 @@
 
 pub mod store;
 
+pub mod autoscale;
+mod config;
+mod event;
+pub mod health;
+mod pool;
+mod report;
+pub mod select;
+mod worker;
+
+#[cfg(feature = "postgres")]
+pub use store::PostgresStore;
+#[cfg(feature = "sqlite")]
+pub use store::SqliteStore;
 pub use store::{
     Claimed, Enqueued, FailOutcome, NewTask, QueueStats, StoreError, TaskFilter, TaskId,
     TaskRecord, TaskStatus, TaskStore,
 };
 pub use store::{Clock, ManualClock, MemoryStore, StoreOptions, SystemClock, open};
-#[cfg(feature = "postgres")]
-pub use store::PostgresStore;
-#[cfg(feature = "sqlite")]
-pub use store::SqliteStore;
+
+pub use autoscale::{Autoscaler, Observation, Recommendation, ScaleDecision, ScalePolicy};
+pub use config::{ClusterConfig, ConfigError, Selection};
+pub use event::ClusterEvent;
+pub use pool::{
+    AgentLoad, FAILED_BELOW, FailReason, HEALTHY, InstanceId, InstanceInfo, InstanceStatus, Pool,
+    Slot, Unavailable,
+};
+pub use report::{AgentScaling, ClusterReport, Overview, Performance};
+pub use worker::{Cluster, ClusterBuilder, ClusterError, FactoryError, Stopped};

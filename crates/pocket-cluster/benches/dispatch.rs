@@ -1,0 +1,2 @@
+//! Dispatch benchmarks (placeholder).
+fn main() {}
