@@ -25,6 +25,9 @@ pub(crate) struct Config {
     /// Settings of the built-in tools.
     #[serde(default)]
     pub(crate) tools: ToolsConfig,
+    /// Retries, breakers, fallbacks, protected agents.
+    #[serde(default)]
+    pub(crate) resilience: pocket_resilience::ResilienceConfig,
     /// MCP tool servers, `[mcp.NAME]`.
     #[serde(default)]
     pub(crate) mcp: pocket_mcp::McpConfig,
@@ -201,6 +204,10 @@ impl Config {
             e.file = Some(path.to_path_buf());
             e
         })?;
+        config
+            .resilience
+            .validate()
+            .map_err(|e| ConfigError::new(Some(path), e.key, e.message))?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

@@ -1,13 +1,17 @@
-//! `pocket demo`: a batch of tasks through real agents on the offline `sim` model, with
-//! injected faults, a progress bar, and a report.
+//! `pocket demo`: a batch of tasks through a protected agent on the offline `sim` model, with
+//! transient faults and a full outage of the primary model injected; retries, the circuit
+//! breaker and the fallback model keep the answers coming. Progress bar, live breaker
+//! transitions, and a report.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pocket_agent::{Agent, Classify, EventKind};
+use pocket_agent::{Agent, BoxModel, Classify, EventKind};
 use pocket_models::{Faults, SimConfig, SimModel};
+use pocket_resilience::chaos::Outage;
+use pocket_resilience::{ResilienceConfig, ResilienceEvent, ResilienceHub};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
@@ -32,16 +36,38 @@ pub(crate) struct DemoArgs {
     /// Model latency in milliseconds (plus up to as much again of jitter).
     #[arg(long, default_value_t = 20)]
     latency_ms: u64,
+    /// When the primary model goes down, in milliseconds after the start.
+    #[arg(long, default_value_t = 300)]
+    outage_after_ms: u64,
+    /// How long the primary model stays down, in milliseconds (0: no outage).
+    #[arg(long, default_value_t = 500)]
+    outage_ms: u64,
 }
+
+/// The demo's `[resilience]` section: short delays and cool-downs to fit a short demo.
+const RESILIENCE: &str = r#"
+[retry]
+base_delay_ms = 20
+max_delay_ms = 200
+budget_ratio = 0.5
+
+[breaker]
+consecutive_failures = 5
+cool_down_ms = 200
+
+[fallback]
+models = ["backup"]
+
+[protected]
+base_delay_ms = 50
+"#;
 
 #[derive(Debug, Default)]
 struct Tally {
     succeeded: usize,
     verified: usize,
     failed: BTreeMap<&'static str, usize>,
-    tool_calls: u64,
-    tool_errors: u64,
-    tokens: u64,
+    paths: BTreeMap<&'static str, usize>,
     durations: Vec<Duration>,
 }
 
@@ -57,41 +83,66 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let sim = SimModel::new(SimConfig {
-        seed: args.seed,
-        latency_ms: args.latency_ms,
-        jitter_ms: args.latency_ms,
-        retry_after_ms: 100,
-        faults: Faults {
-            invalid_tool_args: args.bad_args_rate,
-            ..Faults::transient(args.fault_rate)
-        },
-    });
+    let config: ResilienceConfig = toml::from_str(RESILIENCE).map_err(|e| e.to_string())?;
+    let hub = ResilienceHub::new();
+    let sim = |name: &str, seed: u64, faults: Faults| {
+        SimModel::named(
+            name,
+            SimConfig {
+                seed,
+                latency_ms: args.latency_ms,
+                jitter_ms: args.latency_ms,
+                retry_after_ms: 50,
+                faults,
+            },
+        )
+    };
+    let faults = Faults {
+        invalid_tool_args: args.bad_args_rate,
+        ..Faults::transient(args.fault_rate)
+    };
+    let primary = Outage::new(
+        sim("sim:primary", args.seed, faults),
+        Duration::from_millis(args.outage_after_ms),
+        Duration::from_millis(args.outage_ms),
+    );
+    let mut backup = Some(BoxModel::new(sim("sim:backup", args.seed + 1, faults)));
+    let model = config.model_chain("demo", "primary", BoxModel::new(primary), &hub, |_| {
+        backup.take().ok_or_else(|| "one backup model".to_owned())
+    })?;
     let tools = ["calculator", "time"]
         .iter()
         .map(|name| pocket_tools::builtin(name, &pocket_tools::ToolsConfig::default()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| e.to_string())?;
-    let agent = Agent::builder(sim)
+    let agent = Agent::builder_boxed(model)
         .name("demo")
-        .dyn_tools(tools.into_iter().flatten())
+        .dyn_tools(config.wrap_tools(tools.into_iter().flatten(), &hub))
         .max_iterations(5)
+        .run_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
+    let mut agent_events = agent.subscribe();
+    let protected = config.protect(agent, &hub).build();
 
     println!(
-        "Pocket Agent demo: {} tasks on the offline `sim` model",
-        args.tasks
+        "Pocket Agent demo: {} tasks on the offline `sim` model, {} at a time",
+        args.tasks, args.concurrency
     );
     println!(
-        "  faults injected: {:.0}% of model calls (429, 500, reset, timeout), {:.0}% garbage tool arguments; seed {}",
+        "  faults: {:.0}% of model calls fail (429, 500, reset, timeout), {:.0}% of tool turns send garbage arguments",
         args.fault_rate * 100.0,
-        args.bad_args_rate * 100.0,
-        args.seed
+        args.bad_args_rate * 100.0
     );
+    if args.outage_ms > 0 {
+        println!(
+            "  outage: the primary model is down from {} ms to {} ms; `sim:backup` is its fallback",
+            args.outage_after_ms,
+            args.outage_after_ms + args.outage_ms
+        );
+    }
     println!(
-        "  tools: calculator, time; {} runs at a time\n",
-        args.concurrency
+        "  layers: protected agent (run retries) > fallback > retry (budget) > circuit breaker > model\n"
     );
 
     let bar = ProgressBar::new(args.tasks as u64);
@@ -100,12 +151,43 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    let started = Instant::now();
 
-    let mut events = agent.subscribe();
-    let counter = tokio::spawn(async move {
+    // Breaker transitions as they happen; counts of everything else.
+    let mut resilience_events = hub.subscribe();
+    let watcher = tokio::spawn({
+        let bar = bar.clone();
+        async move {
+            let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+            let mut timeline = Vec::new();
+            loop {
+                match resilience_events.recv().await {
+                    Ok(event) => {
+                        *counts.entry(event.name()).or_default() += 1;
+                        if let ResilienceEvent::BreakerTransition { key, from, to } = &event {
+                            let line = format!(
+                                "  {:>5.2}s  breaker {key}: {} -> {}",
+                                started.elapsed().as_secs_f64(),
+                                from.as_str(),
+                                to.as_str()
+                            );
+                            // Live on a terminal; the report repeats them otherwise.
+                            bar.println(&line);
+                            timeline.push(line);
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return (counts, timeline);
+                    }
+                }
+            }
+        }
+    });
+    let tool_counter = tokio::spawn(async move {
         let (mut calls, mut errors) = (0u64, 0u64);
         loop {
-            match events.recv().await {
+            match agent_events.recv().await {
                 Ok(e) => {
                     if let EventKind::ToolCallFinished { error, .. } = e.kind {
                         calls += 1;
@@ -118,18 +200,17 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         }
     });
 
-    let started = Instant::now();
     let permits = Arc::new(Semaphore::new(args.concurrency));
     let mut runs = JoinSet::new();
     let mut rng = fastrand::Rng::with_seed(args.seed);
     for i in 0..args.tasks {
         let (task, expected) = make_task(&mut rng, i);
-        let agent = agent.clone();
+        let protected = protected.clone();
         let permits = permits.clone();
         runs.spawn(async move {
             let _permit = permits.acquire_owned().await;
             let t = Instant::now();
-            (agent.run(task).await, expected, t.elapsed())
+            (protected.run(task).await, expected, t.elapsed())
         });
     }
     let mut tally = Tally::default();
@@ -141,8 +222,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         match result {
             Ok(out) => {
                 tally.succeeded += 1;
-                tally.tokens += out.usage.total();
-                if expected.as_deref().is_none_or(|e| out.answer == e) {
+                *tally.paths.entry(out.path.as_str()).or_default() += 1;
+                if expected.as_deref().is_none_or(|e| out.output.answer == e) {
                     tally.verified += 1;
                 }
             }
@@ -159,8 +240,11 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     }
     bar.finish();
     let elapsed = started.elapsed();
-    drop(agent);
-    (tally.tool_calls, tally.tool_errors) = counter.await.unwrap_or_default();
+    let report = hub.health_report();
+    let metrics = hub.metrics();
+    drop((protected, hub));
+    let (counts, timeline) = watcher.await.unwrap_or_default();
+    let (tool_calls, tool_errors) = tool_counter.await.unwrap_or_default();
 
     tally.durations.sort();
     let pct = |p: f64| {
@@ -171,32 +255,64 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             .unwrap_or_default()
     };
     let failed: usize = tally.failed.values().sum();
+    let join = |m: &BTreeMap<String, u64>| {
+        if m.is_empty() {
+            "none".to_owned()
+        } else {
+            m.iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }
+    };
+    if bar.is_hidden() && !timeline.is_empty() {
+        println!("Circuit breaker");
+        for line in &timeline {
+            println!("{line}");
+        }
+    }
     println!("\nReport");
     println!(
         "  succeeded        {} / {} ({} answers checked correct)",
         tally.succeeded, args.tasks, tally.verified
     );
     println!(
-        "  failed           {failed}{}",
-        if failed > 0 {
-            format!(
-                " by kind: {}",
-                tally
-                    .failed
-                    .iter()
-                    .map(|(k, n)| format!("{k} {n}"))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            )
-        } else {
-            String::new()
-        }
+        "  run paths        {}",
+        tally
+            .paths
+            .iter()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    if failed > 0 {
+        println!(
+            "  failed           {failed} by kind: {}",
+            tally
+                .failed
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    println!("  retries          {}", join(&metrics.retries_total));
+    println!(
+        "  budget refusals  {}",
+        join(&metrics.budget_rejections_total)
+    );
+    println!("  fallbacks        {}", join(&metrics.fallbacks_total));
+    println!(
+        "  breaker changes  {}",
+        join(&metrics.breaker_transitions_total)
     );
     println!(
-        "  tool calls       {} ({} returned errors to the model, which recovered or answered)",
-        tally.tool_calls, tally.tool_errors
+        "  waits for a probe {}",
+        counts.get("waiting_for_cool_down").copied().unwrap_or(0)
     );
-    println!("  tokens           {}", tally.tokens);
+    println!(
+        "  tool calls       {tool_calls} ({tool_errors} returned errors to the model, which recovered or answered)"
+    );
     println!(
         "  run latency      p50 {:.0} ms, p95 {:.0} ms; {:.1} runs/s over {:.1} s",
         pct(0.5).as_secs_f64() * 1e3,
@@ -204,14 +320,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         args.tasks as f64 / elapsed.as_secs_f64(),
         elapsed.as_secs_f64()
     );
-    println!(
-        "\nFailed runs above are the transient faults with nothing yet to retry them. The demo"
-    );
-    println!(
-        "grows with the runtime: retries with budgets, circuit breakers and fallbacks (failures"
-    );
-    println!("above become recoveries), logs and Prometheus metrics, and the durable cluster with");
-    println!("its queue, workers, dashboard and HTTP API.");
+    println!("  health score     {} / 100", report.health_score);
+    for line in &report.recommendations {
+        println!("  - {line}");
+    }
+    println!("\nNext for the demo: logs and Prometheus metrics, then the durable cluster with its");
+    println!("queue, workers, dashboard and HTTP API.");
     Ok(())
 }
 

@@ -148,8 +148,16 @@ async fn run_with(args: RunArgs, config: &Config, mcp: &pocket_mcp::McpHub) -> R
         tools: args.agent.tools,
     };
     let approver: Arc<dyn pocket_agent::Approver> = Arc::new(approve::TerminalApprover::default());
-    let agent =
-        wiring::build_agent(config, &args.agent.agent, &overrides, Some(approver), mcp).await?;
+    let hub = pocket_resilience::ResilienceHub::new();
+    let agent = wiring::build_protected(
+        config,
+        &args.agent.agent,
+        &overrides,
+        Some(approver),
+        mcp,
+        &hub,
+    )
+    .await?;
     let task = args.task.join(" ");
     if task.trim().is_empty() {
         return Err(Failure::Usage("the task is empty".into()));
@@ -170,22 +178,33 @@ async fn run_with(args: RunArgs, config: &Config, mcp: &pocket_mcp::McpHub) -> R
     ctrl_c.abort();
     match result {
         Ok(out) if args.json => {
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            let mut body = serde_json::to_value(&out.output).unwrap_or_default();
+            body["attempts"] = out.attempts.into();
+            body["path"] = out.path.as_str().into();
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&body).unwrap_or_default()
+            );
             Ok(())
         }
         Ok(out) => {
-            println!("{}", out.answer);
+            println!("{}", out.output.answer);
             Ok(())
         }
         Err(err) => {
             let c = err.classify();
+            let message = match err.agent_error() {
+                Some(cause) => format!("{err}: {cause}"),
+                None => err.to_string(),
+            };
             if args.json {
                 let body = serde_json::json!({ "error": {
-                    "message": err.to_string(),
+                    "message": message,
                     "kind": c.kind,
                     "severity": c.severity,
                     "retryable": c.retryable,
-                    "iterations": err.iterations(),
+                    "attempts": err.attempts(),
+                    "iterations": err.agent_error().map_or(0, |e| e.iterations()),
                 }});
                 println!(
                     "{}",
@@ -193,7 +212,7 @@ async fn run_with(args: RunArgs, config: &Config, mcp: &pocket_mcp::McpHub) -> R
                 );
             } else {
                 eprintln!(
-                    "error: the task failed: {err} [{}, {}]",
+                    "error: the task failed: {message} [{}, {}]",
                     c.kind,
                     c.severity.as_str()
                 );

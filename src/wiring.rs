@@ -8,6 +8,7 @@ use pocket_mcp::{McpError, McpHub};
 use pocket_models::{
     AnthropicConfig, AnthropicModel, OpenAiConfig, OpenAiModel, SimConfig, SimModel,
 };
+use pocket_resilience::{ProtectedAgent, ResilienceHub};
 
 use crate::config::{AgentConfig, Config, ConfigError, ModelConfig};
 
@@ -28,6 +29,7 @@ pub(crate) async fn build_agent(
     overrides: &Overrides,
     approver: Option<Arc<dyn Approver>>,
     mcp: &McpHub,
+    hub: &ResilienceHub,
 ) -> Result<Agent, ConfigError> {
     let file = config.file();
     let default = AgentConfig::default();
@@ -47,13 +49,29 @@ pub(crate) async fn build_agent(
         }
     };
     let key = format!("agents.{name}");
-    let model = match &overrides.model {
-        Some(spec) => {
-            model_from_spec(config, spec).map_err(|m| ConfigError::new(None, "--model", m))?
-        }
-        None => model_from_spec(config, &agent.model)
-            .map_err(|m| ConfigError::new(file, format!("{key}.model"), m))?,
+    let (model_name, model) = match &overrides.model {
+        Some(spec) => (
+            spec.as_str(),
+            model_from_spec(config, spec).map_err(|m| ConfigError::new(None, "--model", m))?,
+        ),
+        None => (
+            agent.model.as_str(),
+            model_from_spec(config, &agent.model)
+                .map_err(|m| ConfigError::new(file, format!("{key}.model"), m))?,
+        ),
     };
+    // Retry(Breaker(model)), and the fallback chain over the configured fallback models.
+    let model = config
+        .resilience
+        .model_chain(name, model_name, model, hub, |fallback| {
+            model_from_spec(config, fallback).map_err(|m| {
+                ConfigError::new(
+                    file,
+                    "resilience.fallback.models",
+                    format!("`{fallback}`: {m}"),
+                )
+            })
+        })?;
 
     let mut tools: Vec<SharedTool> = Vec::new();
     let mut seen: Vec<&str> = Vec::new();
@@ -86,6 +104,7 @@ pub(crate) async fn build_agent(
         tools.extend(built);
     }
 
+    let tools = config.resilience.wrap_tools(tools, hub);
     let mut builder = Agent::builder_boxed(model)
         .name(name)
         .dyn_tools(tools)
@@ -104,6 +123,38 @@ pub(crate) async fn build_agent(
     builder
         .build()
         .map_err(|e| ConfigError::new(file, key, e.to_string()))
+}
+
+/// The agent `name` behind its protection: whole-run retries, its breaker, and the fallback
+/// and degraded agents `[resilience]` names for it.
+pub(crate) async fn build_protected(
+    config: &Config,
+    name: &str,
+    overrides: &Overrides,
+    approver: Option<Arc<dyn Approver>>,
+    mcp: &McpHub,
+    hub: &ResilienceHub,
+) -> Result<ProtectedAgent, ConfigError> {
+    let agent = build_agent(config, name, overrides, approver.clone(), mcp, hub).await?;
+    let mut protected = config.resilience.protect(agent, hub);
+    let plain = Overrides::default();
+    if let Some(spare) = config.resilience.fallback_agent(name) {
+        let spare = Box::pin(build_agent(
+            config,
+            spare,
+            &plain,
+            approver.clone(),
+            mcp,
+            hub,
+        ))
+        .await?;
+        protected = protected.fallback(spare);
+    }
+    if let Some(safe) = config.resilience.degraded_agent(name) {
+        let safe = Box::pin(build_agent(config, safe, &plain, approver, mcp, hub)).await?;
+        protected = protected.degraded(safe);
+    }
+    Ok(protected.build())
 }
 
 /// Starts the `[mcp]` servers (eager ones now, lazy ones when an agent names them).

@@ -66,9 +66,12 @@ fn json_output_has_answer_iterations_tool_calls_and_usage() {
     assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0);
 }
 
+/// A model that always fails, with resilience turned off (nothing retries or waits).
+const BROKEN: &str = "[models.broken]\nprovider = \"sim\"\nfaults = { server_error = 1.0 }\n[resilience]\nenabled = false\n";
+
 #[test]
 fn a_failed_task_exits_1() {
-    let cfg = config("[models.broken]\nprovider = \"sim\"\nfaults = { server_error = 1.0 }\n");
+    let cfg = config(BROKEN);
     pocket()
         .args(["run", "--config"])
         .arg(cfg.path())
@@ -91,6 +94,49 @@ fn a_failed_task_exits_1() {
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["error"]["kind"], "network");
     assert_eq!(v["error"]["retryable"], true);
+    assert_eq!(v["error"]["attempts"], 1);
+}
+
+#[test]
+fn resilience_retries_calls_and_runs_as_configured() {
+    // A model that fails 60 % of calls: with retries the task is answered.
+    let cfg = config(
+        "[models.flaky]\nprovider = \"sim\"\nseed = 3\nfaults = { server_error = 0.6 }\n\
+         [resilience.retry]\nbase_delay_ms = 1\nmax_attempts = 6\nbudget_min_per_sec = 100\n\
+         [resilience.breaker]\nconsecutive_failures = 0\nfailure_rate = 1.0\n",
+    );
+    let out = pocket()
+        .args(["run", "--json", "--tool", "calculator", "--config"])
+        .arg(cfg.path())
+        .args(["--model", "flaky", "What is 6 * 7?"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["answer"], "6 * 7 = 42");
+    assert_eq!(v["path"], "primary");
+
+    // Always failing: whole runs are retried, and the error says how many were made.
+    let cfg = config(
+        "[models.broken]\nprovider = \"sim\"\nfaults = { server_error = 1.0 }\n\
+         [resilience.retry]\nbase_delay_ms = 1\nmax_attempts = 2\n\
+         [resilience.breaker]\nconsecutive_failures = 0\nfailure_rate = 1.0\n\
+         [resilience.protected]\nmax_run_retries = 2\nbase_delay_ms = 1\n",
+    );
+    let out = pocket()
+        .args(["run", "--json", "--config"])
+        .arg(cfg.path())
+        .args(["--model", "broken", "hi"])
+        .assert()
+        .code(1)
+        .get_output()
+        .stdout
+        .clone();
+    let v: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["error"]["attempts"], 3);
+    assert!(v["error"]["message"].as_str().unwrap().contains("failed after 3 attempt(s)"));
 }
 
 #[test]

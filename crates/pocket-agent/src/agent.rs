@@ -478,7 +478,8 @@ impl Agent {
             gen_ai.agent.name = %inner.name,
             run_id = %run.run_id,
         );
-        let cancel = request.cancel.unwrap_or_default();
+        // A child: ending the run stops its tools without cancelling the caller's token.
+        let cancel = request.cancel.map(|c| c.child_token()).unwrap_or_default();
         let durable = request.checkpointer.map(|store| Durable {
             store,
             resumed: request

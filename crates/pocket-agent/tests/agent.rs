@@ -341,6 +341,17 @@ async fn cancellation_stops_the_run() {
 }
 
 #[tokio::test]
+async fn ending_a_run_does_not_cancel_the_callers_token() {
+    let model = ScriptedModel::new([Err(ModelError::Timeout { after: None })]);
+    let agent = Agent::builder(model).build().unwrap();
+    let cancel = pocket_agent::CancellationToken::new();
+    let req = RunRequest { cancel: Some(cancel.clone()), ..RunRequest::new("x") };
+    agent.run_with(req.clone()).await.unwrap_err();
+    assert!(!cancel.is_cancelled(), "a caller may reuse its token for a retry");
+    assert_eq!(agent.run_with(req).await.unwrap().answer, "done");
+}
+
+#[tokio::test]
 async fn model_errors_fail_the_run_with_their_classification() {
     let model = ScriptedModel::new([Err(ModelError::RateLimited {
         message: "slow".into(),
