@@ -28,6 +28,9 @@ pub(crate) struct Config {
     /// Retries, breakers, fallbacks, protected agents.
     #[serde(default)]
     pub(crate) resilience: pocket_resilience::ResilienceConfig,
+    /// Logs, metrics, alerts.
+    #[serde(default)]
+    pub(crate) monitoring: pocket_monitor::MonitorConfig,
     /// MCP tool servers, `[mcp.NAME]`.
     #[serde(default)]
     pub(crate) mcp: pocket_mcp::McpConfig,
@@ -208,6 +211,9 @@ impl Config {
             .resilience
             .validate()
             .map_err(|e| ConfigError::new(Some(path), e.key, e.message))?;
+        config.monitoring.validate().map_err(|e| {
+            ConfigError::new(Some(path), format!("monitoring.{}", e.key), e.message)
+        })?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }

@@ -4,16 +4,20 @@
 //! transitions, and a report.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pocket_agent::{Agent, BoxModel, Classify, EventKind};
 use pocket_models::{Faults, SimConfig, SimModel};
+use pocket_monitor::{LogGuard, MonitorConfig};
 use pocket_resilience::chaos::Outage;
-use pocket_resilience::{ResilienceConfig, ResilienceEvent, ResilienceHub};
+use pocket_resilience::{ResilienceConfig, ResilienceEvent};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
+
+use crate::observe::{self, Services};
 
 /// Options of `pocket demo`.
 #[derive(Debug, clap::Args)]
@@ -42,6 +46,9 @@ pub(crate) struct DemoArgs {
     /// How long the primary model stays down, in milliseconds (0: no outage).
     #[arg(long, default_value_t = 500)]
     outage_ms: u64,
+    /// Where the logs (`app_YYYY-MM-DD.log`) and a metrics snapshot (`metrics.prom`) go.
+    #[arg(long, value_name = "DIR", default_value = "logs")]
+    pub(crate) log_dir: PathBuf,
 }
 
 /// The demo's `[resilience]` section: short delays and cool-downs to fit a short demo.
@@ -76,7 +83,11 @@ struct Tally {
 /// # Errors
 /// A message when the arguments make no sense or the agent cannot be built.
 #[allow(clippy::print_stdout)] // the demo's report is the CLI's own output
-pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
+pub(crate) async fn run(
+    args: DemoArgs,
+    monitoring: MonitorConfig,
+    logs: &LogGuard,
+) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.fault_rate) || !(0.0..=1.0).contains(&args.bad_args_rate) {
         return Err("--fault-rate and --bad-args-rate must be between 0 and 1".into());
     }
@@ -84,7 +95,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
         return Err("--concurrency must be at least 1".into());
     }
     let config: ResilienceConfig = toml::from_str(RESILIENCE).map_err(|e| e.to_string())?;
-    let hub = ResilienceHub::new();
+    let monitor = observe::monitor(monitoring, logs, false)?;
+    let mcp = pocket_mcp::McpHub::start(pocket_mcp::McpConfig::default())
+        .await
+        .map_err(|e| e.to_string())?;
+    let services = Services::new(mcp, monitor);
+    let hub = services.hub.clone();
     let sim = |name: &str, seed: u64, faults: Faults| {
         SimModel::named(
             name,
@@ -118,10 +134,12 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     let agent = Agent::builder_boxed(model)
         .name("demo")
         .dyn_tools(config.wrap_tools(tools.into_iter().flatten(), &hub))
+        .plugin(services.monitor.plugin())
         .max_iterations(5)
         .run_timeout(Duration::from_secs(30))
         .build()
         .map_err(|e| e.to_string())?;
+    services.observe(&agent);
     let mut agent_events = agent.subscribe();
     let protected = config.protect(agent, &hub).build();
 
@@ -155,13 +173,24 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
 
     // Breaker transitions as they happen; counts of everything else.
     let mut resilience_events = hub.subscribe();
+    // Both watchers stop when the runs are done (the hub and the agent outlive them).
+    let done = pocket_agent::CancellationToken::new();
     let watcher = tokio::spawn({
         let bar = bar.clone();
+        let done = done.clone();
         async move {
             let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
             let mut timeline = Vec::new();
             loop {
-                match resilience_events.recv().await {
+                let received = tokio::select! {
+                    biased;
+                    event = resilience_events.recv() => event,
+                    () = done.cancelled() => match resilience_events.try_recv() {
+                        Ok(event) => Ok(event),
+                        Err(_) => return (counts, timeline),
+                    },
+                };
+                match received {
                     Ok(event) => {
                         *counts.entry(event.name()).or_default() += 1;
                         if let ResilienceEvent::BreakerTransition { key, from, to } = &event {
@@ -184,18 +213,31 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
             }
         }
     });
-    let tool_counter = tokio::spawn(async move {
-        let (mut calls, mut errors) = (0u64, 0u64);
-        loop {
-            match agent_events.recv().await {
-                Ok(e) => {
-                    if let EventKind::ToolCallFinished { error, .. } = e.kind {
-                        calls += 1;
-                        errors += u64::from(error.is_some());
+    let tool_counter = tokio::spawn({
+        let done = done.clone();
+        async move {
+            let (mut calls, mut errors) = (0u64, 0u64);
+            loop {
+                let received = tokio::select! {
+                    biased;
+                    event = agent_events.recv() => event,
+                    () = done.cancelled() => match agent_events.try_recv() {
+                        Ok(event) => Ok(event),
+                        Err(_) => return (calls, errors),
+                    },
+                };
+                match received {
+                    Ok(e) => {
+                        if let EventKind::ToolCallFinished { error, .. } = e.kind {
+                            calls += 1;
+                            errors += u64::from(error.is_some());
+                        }
+                    }
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        return (calls, errors);
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return (calls, errors),
             }
         }
     });
@@ -242,7 +284,8 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     let elapsed = started.elapsed();
     let report = hub.health_report();
     let metrics = hub.metrics();
-    drop((protected, hub));
+    drop(protected);
+    done.cancel();
     let (counts, timeline) = watcher.await.unwrap_or_default();
     let (tool_calls, tool_errors) = tool_counter.await.unwrap_or_default();
 
@@ -324,8 +367,37 @@ pub(crate) async fn run(args: DemoArgs) -> Result<(), String> {
     for line in &report.recommendations {
         println!("  - {line}");
     }
-    println!("\nNext for the demo: logs and Prometheus metrics, then the durable cluster with its");
-    println!("queue, workers, dashboard and HTTP API.");
+    let status = services.monitor.status();
+    let health = services.monitor.health();
+    let metrics_file = args.log_dir.join("metrics.prom");
+    let exposition = services.monitor.metrics().encode();
+    services.shutdown().await;
+    std::fs::write(&metrics_file, exposition)
+        .map_err(|e| format!("cannot write {}: {e}", metrics_file.display()))?;
+    println!();
+    match logs.first_file() {
+        Some(file) => println!("Logs     {} (JSON lines, one file a day)", file.display()),
+        None => println!(
+            "Logs     {} (JSON lines, one file a day)",
+            args.log_dir.display()
+        ),
+    }
+    println!(
+        "Metrics  {} (Prometheus text format)",
+        metrics_file.display()
+    );
+    println!(
+        "Status   {}{}",
+        status.as_str(),
+        if health.reasons.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", health.reasons.join("; "))
+        }
+    );
+    println!(
+        "\nNext for the demo: the durable cluster with its queue, workers, dashboard and HTTP API."
+    );
     Ok(())
 }
 

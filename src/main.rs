@@ -3,6 +3,7 @@
 mod approve;
 mod config;
 mod demo;
+mod observe;
 mod wiring;
 
 use std::path::PathBuf;
@@ -55,6 +56,9 @@ struct RunArgs {
     /// Print JSON: answer, iterations, tool calls, usage.
     #[arg(long)]
     json: bool,
+    /// Write logs to DIR/app_YYYY-MM-DD.log (overrides `[monitoring] log_dir`).
+    #[arg(long, value_name = "DIR")]
+    log_dir: Option<PathBuf>,
     /// The task.
     #[arg(required = true)]
     task: Vec<String>,
@@ -74,12 +78,26 @@ impl From<ConfigError> for Failure {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // The demo's progress bar and report are its output; failed runs are in the report.
-    init_logging(if matches!(cli.command, Command::Demo(_)) {
-        "error"
-    } else {
-        "warn"
-    });
+    // Stage two of parsing: the config file, before anything starts.
+    let (config, log_dir, console) = match &cli.command {
+        Command::Run(a) => (
+            load_config(a.agent.config.as_ref()),
+            a.log_dir.clone(),
+            "warn",
+        ),
+        // The demo's progress bar and report are its output; failed runs are in the report.
+        Command::Demo(a) => (Ok(Config::default()), Some(a.log_dir.clone()), "error"),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => return report(e.into()),
+    };
+    let monitoring = observe::monitor_config(&config, log_dir, console);
+    // Dropping the guard at the end of main flushes the log files.
+    let logs = match pocket_monitor::logging::install(&monitoring) {
+        Ok(logs) => logs,
+        Err(e) => return report(Failure::Usage(format!("logging: {e}"))),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -89,10 +107,14 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Run(args) => run(args).await,
-            Command::Demo(args) => demo::run(args).await.map_err(Failure::Usage),
+            Command::Run(args) => run(args, config, monitoring, &logs).await,
+            Command::Demo(args) => demo::run(args, monitoring, &logs)
+                .await
+                .map_err(Failure::Usage),
         }
     });
+    drop(runtime);
+    drop(logs);
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(f) => report(f),
@@ -110,21 +132,6 @@ fn report(failure: Failure) -> ExitCode {
     }
 }
 
-/// Logs go to stderr; `POCKET_LOG` or `RUST_LOG` set the filter (default: `default`).
-fn init_logging(default: &str) {
-    use tracing_subscriber::EnvFilter;
-    let filter = std::env::var("POCKET_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_from_default_env().ok())
-        .unwrap_or_else(|| EnvFilter::new(default));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
-}
-
 fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     match path {
         Some(p) => Config::load(p),
@@ -132,30 +139,44 @@ fn load_config(path: Option<&PathBuf>) -> Result<Config, ConfigError> {
     }
 }
 
-async fn run(args: RunArgs) -> Result<(), Failure> {
-    let config = load_config(args.agent.config.as_ref())?;
-    let mcp = wiring::start_mcp(&config).await?;
-    let result = run_with(args, &config, &mcp).await;
-    // Child processes of MCP servers end with us, whatever happened.
-    mcp.shutdown().await;
+async fn run(
+    args: RunArgs,
+    config: Config,
+    monitoring: pocket_monitor::MonitorConfig,
+    logs: &pocket_monitor::LogGuard,
+) -> Result<(), Failure> {
+    let monitor = observe::monitor(monitoring, logs, false).map_err(Failure::Usage)?;
+    let mcp = match wiring::start_mcp(&config).await {
+        Ok(mcp) => mcp,
+        Err(e) => {
+            monitor.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let services = observe::Services::new(mcp, monitor);
+    let result = run_with(args, &config, &services).await;
+    // MCP children, monitor tasks: everything ends with us, whatever happened.
+    services.shutdown().await;
     result
 }
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // the CLI's own output
-async fn run_with(args: RunArgs, config: &Config, mcp: &pocket_mcp::McpHub) -> Result<(), Failure> {
+async fn run_with(
+    args: RunArgs,
+    config: &Config,
+    services: &observe::Services,
+) -> Result<(), Failure> {
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
     };
     let approver: Arc<dyn pocket_agent::Approver> = Arc::new(approve::TerminalApprover::default());
-    let hub = pocket_resilience::ResilienceHub::new();
     let agent = wiring::build_protected(
         config,
         &args.agent.agent,
         &overrides,
         Some(approver),
-        mcp,
-        &hub,
+        services,
     )
     .await?;
     let task = args.task.join(" ");

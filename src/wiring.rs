@@ -8,7 +8,9 @@ use pocket_mcp::{McpError, McpHub};
 use pocket_models::{
     AnthropicConfig, AnthropicModel, OpenAiConfig, OpenAiModel, SimConfig, SimModel,
 };
-use pocket_resilience::{ProtectedAgent, ResilienceHub};
+use pocket_resilience::ProtectedAgent;
+
+use crate::observe::Services;
 
 use crate::config::{AgentConfig, Config, ConfigError, ModelConfig};
 
@@ -28,9 +30,9 @@ pub(crate) async fn build_agent(
     name: &str,
     overrides: &Overrides,
     approver: Option<Arc<dyn Approver>>,
-    mcp: &McpHub,
-    hub: &ResilienceHub,
+    services: &Services,
 ) -> Result<Agent, ConfigError> {
+    let (mcp, hub) = (&services.mcp, &services.hub);
     let file = config.file();
     let default = AgentConfig::default();
     let agent = match config.agents.get(name) {
@@ -108,6 +110,7 @@ pub(crate) async fn build_agent(
     let mut builder = Agent::builder_boxed(model)
         .name(name)
         .dyn_tools(tools)
+        .plugin(services.monitor.plugin())
         .max_iterations(agent.max_iterations)
         .tool_timeout(Duration::from_secs(agent.tool_timeout_secs))
         .approval_policy(agent.approval.policy());
@@ -132,11 +135,10 @@ pub(crate) async fn build_protected(
     name: &str,
     overrides: &Overrides,
     approver: Option<Arc<dyn Approver>>,
-    mcp: &McpHub,
-    hub: &ResilienceHub,
+    services: &Services,
 ) -> Result<ProtectedAgent, ConfigError> {
-    let agent = build_agent(config, name, overrides, approver.clone(), mcp, hub).await?;
-    let mut protected = config.resilience.protect(agent, hub);
+    let agent = build_agent(config, name, overrides, approver.clone(), services).await?;
+    let mut protected = config.resilience.protect(agent, &services.hub);
     let plain = Overrides::default();
     if let Some(spare) = config.resilience.fallback_agent(name) {
         let spare = Box::pin(build_agent(
@@ -144,14 +146,13 @@ pub(crate) async fn build_protected(
             spare,
             &plain,
             approver.clone(),
-            mcp,
-            hub,
+            services,
         ))
         .await?;
         protected = protected.fallback(spare);
     }
     if let Some(safe) = config.resilience.degraded_agent(name) {
-        let safe = Box::pin(build_agent(config, safe, &plain, approver, mcp, hub)).await?;
+        let safe = Box::pin(build_agent(config, safe, &plain, approver, services)).await?;
         protected = protected.degraded(safe);
     }
     Ok(protected.build())

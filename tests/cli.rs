@@ -136,7 +136,12 @@ fn resilience_retries_calls_and_runs_as_configured() {
         .clone();
     let v: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(v["error"]["attempts"], 3);
-    assert!(v["error"]["message"].as_str().unwrap().contains("failed after 3 attempt(s)"));
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("failed after 3 attempt(s)")
+    );
 }
 
 #[test]
@@ -396,4 +401,43 @@ fn an_mcp_pattern_without_its_server_is_a_config_error() {
         .stderr(
             predicate::str::contains("agents.default.tools[0]").and(predicate::str::contains("fz")),
         );
+}
+
+#[test]
+fn log_dir_gets_the_days_log_file() {
+    let dir = tempfile::tempdir().unwrap();
+    pocket()
+        .args(["run", "--tool", "calculator", "--log-dir"])
+        .arg(dir.path())
+        .arg("What is 2 + 2?")
+        .assert()
+        .success()
+        .stdout("2 + 2 = 4\n");
+    let files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(
+        name.starts_with("app_")
+            && name.ends_with(".log")
+            && name.len() == "app_YYYY-MM-DD.log".len(),
+        "{name}"
+    );
+    let text = std::fs::read_to_string(&files[0]).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["message"] == "run started" && l["agent"] == "default"),
+        "{text}"
+    );
+    assert!(
+        lines.iter().any(|l| l["message"] == "run finished"),
+        "{text}"
+    );
 }
