@@ -345,9 +345,15 @@ async fn ending_a_run_does_not_cancel_the_callers_token() {
     let model = ScriptedModel::new([Err(ModelError::Timeout { after: None })]);
     let agent = Agent::builder(model).build().unwrap();
     let cancel = pocket_agent::CancellationToken::new();
-    let req = RunRequest { cancel: Some(cancel.clone()), ..RunRequest::new("x") };
+    let req = RunRequest {
+        cancel: Some(cancel.clone()),
+        ..RunRequest::new("x")
+    };
     agent.run_with(req.clone()).await.unwrap_err();
-    assert!(!cancel.is_cancelled(), "a caller may reuse its token for a retry");
+    assert!(
+        !cancel.is_cancelled(),
+        "a caller may reuse its token for a retry"
+    );
     assert_eq!(agent.run_with(req).await.unwrap().answer, "done");
 }
 
