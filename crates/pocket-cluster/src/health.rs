@@ -9,6 +9,8 @@
 //!    their last checkpoint.
 //! 3. **Instances.** [`Pool::check`](crate::Pool::check) marks failed every instance with runs
 //!    in flight that showed no progress for `instance_timeout_secs` (default two minutes).
+//!    An instance whose run waits for a person's approval
+//!    ([`Cluster::set_waiting`](crate::Cluster::set_waiting)) is not silent.
 //!    A failed instance's runs are taken back (cancelled, and their tasks queued again at
 //!    once, to resume from their checkpoints elsewhere), it is removed, and a new instance is
 //!    built from the agent's configuration by the factory. An instance failed because its
@@ -87,9 +89,25 @@ impl Shared {
         }
     }
 
-    /// Fails silent instances, takes their runs back, and rebuilds failed instances.
+    /// Fails silent instances (sparing those with a run waiting for a person's approval),
+    /// takes their runs back, and rebuilds failed instances.
     fn check_instances(&self) {
-        for (id, agent, reason) in self.pool.check(self.instance_timeout) {
+        for (id, quiet) in self.pool.silent(self.instance_timeout) {
+            let waiting = lock(&self.runs)
+                .values()
+                .any(|e| e.instance.get() == Some(&id) && e.is_waiting());
+            if waiting {
+                self.pool.heartbeat(&id);
+            } else {
+                self.pool.mark_failed(
+                    &id,
+                    FailReason::Silent {
+                        silent_secs: quiet.as_secs_f64(),
+                    },
+                );
+            }
+        }
+        for (id, agent, reason) in self.pool.failed() {
             if matches!(reason, FailReason::Silent { .. }) {
                 let entries: Vec<_> = lock(&self.runs)
                     .values()

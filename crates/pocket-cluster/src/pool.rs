@@ -655,35 +655,55 @@ impl Pool {
     /// The health check: marks failed every instance that has runs in flight and has been
     /// silent for `timeout`, counts idle instances as alive, and returns the instances
     /// failed now or earlier (silent or unhealthy) with their reason, for recovery.
+    ///
+    /// [`silent`](Self::silent), [`mark_failed`](Self::mark_failed) and
+    /// [`failed`](Self::failed) do the same in steps, for a caller that spares some silent
+    /// instances (the worker spares those whose runs wait for a person's approval).
     pub fn check(&self, timeout: Duration) -> Vec<(InstanceId, Arc<str>, FailReason)> {
-        let now = Instant::now();
-        let mut failed = Vec::new();
-        for inst in self.snapshot().iter() {
-            if !inst.is_failed() {
-                if inst.in_flight.load(Ordering::Acquire) == 0 {
-                    inst.touch();
-                    continue;
-                }
-                let silent = inst.silent_for(now);
-                if silent < timeout {
-                    continue;
-                }
-                let reason = FailReason::Silent {
+        for (id, silent) in self.silent(timeout) {
+            self.mark_failed(
+                &id,
+                FailReason::Silent {
                     silent_secs: silent.as_secs_f64(),
-                };
-                if inst.fail(reason.clone()) {
-                    tracing::warn!(instance = %inst.id, reason = %reason, "instance failed");
-                }
-            }
-            let reason = lock(&inst.stats)
-                .failure
-                .clone()
-                .unwrap_or(FailReason::Marked {
-                    message: "failed".into(),
-                });
-            failed.push((inst.id.clone(), inst.agent_name.clone(), reason));
+                },
+            );
         }
-        failed
+        self.failed()
+    }
+
+    /// Instances that are up, have runs in flight and have been silent for `timeout`, with
+    /// how long; idle instances count as alive (their heartbeat is renewed).
+    pub fn silent(&self, timeout: Duration) -> Vec<(InstanceId, Duration)> {
+        let now = Instant::now();
+        let mut silent = Vec::new();
+        for inst in self.snapshot().iter().filter(|i| !i.is_failed()) {
+            if inst.in_flight.load(Ordering::Acquire) == 0 {
+                inst.touch();
+                continue;
+            }
+            let quiet = inst.silent_for(now);
+            if quiet >= timeout {
+                silent.push((inst.id.clone(), quiet));
+            }
+        }
+        silent
+    }
+
+    /// The failed instances with their agent and why they failed.
+    pub fn failed(&self) -> Vec<(InstanceId, Arc<str>, FailReason)> {
+        self.snapshot()
+            .iter()
+            .filter(|i| i.is_failed())
+            .map(|inst| {
+                let reason = lock(&inst.stats)
+                    .failure
+                    .clone()
+                    .unwrap_or(FailReason::Marked {
+                        message: "failed".into(),
+                    });
+                (inst.id.clone(), inst.agent_name.clone(), reason)
+            })
+            .collect()
     }
 
     /// Every instance as reports show it, in registration order.

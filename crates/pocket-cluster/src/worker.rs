@@ -121,6 +121,8 @@ pub(crate) struct RunEntry {
     pub(crate) cancel: CancellationToken,
     reason: AtomicU8,
     pub(crate) instance: OnceLock<InstanceId>,
+    /// Blocked on a person's approval: not silent.
+    waiting: AtomicBool,
 }
 
 impl RunEntry {
@@ -129,7 +131,12 @@ impl RunEntry {
             cancel: CancellationToken::new(),
             reason: AtomicU8::new(StopReason::None as u8),
             instance: OnceLock::new(),
+            waiting: AtomicBool::new(false),
         }
+    }
+
+    pub(crate) fn is_waiting(&self) -> bool {
+        self.waiting.load(Ordering::Acquire)
     }
 
     /// Stops the run for `reason` unless it was stopped already; `true` if this call did.
@@ -453,6 +460,26 @@ impl Cluster {
         Ok(cancelled)
     }
 
+    /// Marks a task this worker runs as waiting for a person's approval (`true`) or running
+    /// again (`false`), in the store (`waiting_approval`) and here: an instance whose run
+    /// waits is not failed for silence. An approver calls it around asking, with the
+    /// request's `run_id` (the task's id).
+    ///
+    /// # Errors
+    /// The store's ([`StoreError::LeaseLost`] when this worker no longer holds the task).
+    pub async fn set_waiting(&self, id: &TaskId, waiting: bool) -> Result<(), StoreError> {
+        if let Some(entry) = self.inner.entry(id) {
+            entry.waiting.store(waiting, Ordering::Release);
+            if let Some(instance) = entry.instance.get() {
+                self.inner.pool.heartbeat(instance);
+            }
+        }
+        self.inner
+            .store
+            .set_waiting(id, &self.inner.worker, waiting)
+            .await
+    }
+
     /// Tasks this worker holds now (running or waiting for an instance).
     pub fn in_flight(&self) -> usize {
         lock(&self.inner.runs).len()
@@ -514,6 +541,8 @@ impl Cluster {
             return Err(ClusterError::AlreadyRunning);
         }
         let _running = RunningGuard(shared);
+        // Left over from a run that was dropped (crashed): those leases are not ours to renew.
+        lock(&shared.runs).clear();
         tracing::info!(worker = %shared.worker, agents = shared.agents.len(), "cluster worker started");
         let maintenance_stop = CancellationToken::new();
         let mut signal = std::pin::pin!(signal);
@@ -819,7 +848,10 @@ impl Shared {
             shared: Arc::clone(self),
             id: id.clone(),
         };
-        runs.spawn(Arc::clone(self).execute(claimed, slot, entry, held));
+        // Boxed first: the run's future is large, and spawning moves it by value.
+        runs.spawn(Box::pin(
+            Arc::clone(self).execute(claimed, slot, entry, held),
+        ));
         None
     }
 
@@ -854,11 +886,15 @@ impl Shared {
             task: record.task,
             history: history(&record.metadata),
             run_id: Some(id.0.clone()),
-            cancel: Some(entry.cancel.child_token()),
+            // The run cancels its token when it ends; that is harmless here, where the
+            // stop reason (not the token) says why a run was stopped.
+            cancel: Some(entry.cancel.clone()),
             checkpointer: Some(checkpointer),
             resume,
         };
         let breaker = self.agent_breakers.get(slot.agent_name()).cloned();
+        // The breaker gates claims; a task claimed while its probe slots are taken runs
+        // anyway, uncounted.
         let permit = breaker.as_deref().and_then(|b| b.try_acquire().ok());
         let result = AssertUnwindSafe(slot.agent().run_with(request))
             .catch_unwind()

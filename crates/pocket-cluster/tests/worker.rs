@@ -654,3 +654,105 @@ async fn the_autoscaler_adds_instances_under_load_and_removes_them_when_idle() {
     cluster.shutdown();
     run.await.unwrap().unwrap();
 }
+
+/// A run waiting for a person's approval makes no progress, but its instance is not failed
+/// for silence while the wait is declared.
+#[tokio::test(start_paused = true)]
+async fn a_run_waiting_for_approval_is_not_taken_for_a_silent_instance() {
+    let store = memory_store(StoreOptions::new());
+    let hang = Arc::new(AtomicBool::new(true));
+    let h = hang.clone();
+    let cluster = Cluster::builder(store.clone())
+        .config(config())
+        .agent("default")
+        .factory(move |name| {
+            Ok(Agent::builder(HangOnce { hang: h.clone() })
+                .name(name)
+                .build()?)
+        })
+        .build()
+        .unwrap();
+    let id = cluster
+        .submit(NewTask::new("default", "hello"))
+        .await
+        .unwrap()
+        .id;
+    let runner = cluster.clone();
+    let run = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    wait_until(Duration::from_secs(5), || async {
+        cluster.in_flight() == 1
+    })
+    .await;
+    cluster.set_waiting(&id, true).await.unwrap();
+    assert_eq!(status(&store, &id).await, TaskStatus::WaitingApproval);
+    tokio::time::sleep(Duration::from_secs(600)).await;
+    let instances = cluster.pool().instances();
+    assert_eq!(instances.len(), 1);
+    assert!(instances[0].is_up());
+    assert_eq!(status(&store, &id).await, TaskStatus::WaitingApproval);
+    // The wait ends but the run stays stuck: now it is silent.
+    cluster.set_waiting(&id, false).await.unwrap();
+    wait_until(Duration::from_secs(300), || async {
+        status(&store, &id).await == TaskStatus::Succeeded
+    })
+    .await;
+    assert_eq!(store.get(&id).await.unwrap().unwrap().attempts, 2);
+    cluster.shutdown();
+    run.await.unwrap().unwrap();
+}
+
+/// With an agent breaker, an agent whose runs keep failing stops taking tasks while the
+/// breaker is open, so queued tasks keep their attempts instead of being dead-lettered.
+#[tokio::test(start_paused = true)]
+async fn an_open_agent_breaker_stops_claims_until_its_cool_down() {
+    let store = memory_store(StoreOptions::new());
+    let hub = pocket_resilience::ResilienceHub::new();
+    let cluster = Cluster::builder(store.clone())
+        .config(ClusterConfig {
+            instance_concurrency: 1,
+            ..config()
+        })
+        .agent("default")
+        .resilience(hub.clone())
+        .agent_breaker(pocket_resilience::BreakerPolicy {
+            consecutive_failures: 2,
+            cool_down: Duration::from_secs(60),
+            ..pocket_resilience::BreakerPolicy::default()
+        })
+        .factory(|name| {
+            let down = || ModelError::Server {
+                status: 503,
+                message: "down".into(),
+                retry_after: None,
+            };
+            Ok(Agent::builder(Failing(down)).name(name).build()?)
+        })
+        .build()
+        .unwrap();
+    let ids = submit_all(&cluster, (0..5).map(|i| format!("task {i}"))).await;
+    let runner = cluster.clone();
+    let run = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    let mut attempts = 0;
+    for id in &ids {
+        attempts += store.get(id).await.unwrap().unwrap().attempts;
+    }
+    assert_eq!(
+        attempts, 2,
+        "two failures opened the breaker; nothing else was claimed"
+    );
+    let breaker = hub
+        .breaker(pocket_resilience::Component::Agent, "default")
+        .unwrap();
+    assert_eq!(breaker.state(), pocket_resilience::BreakerState::Open);
+    assert!(cluster.pool().instances()[0].breaker_open);
+    // After the cool-down one probe runs (and fails: the breaker opens again).
+    tokio::time::sleep(Duration::from_secs(45)).await;
+    let mut attempts = 0;
+    for id in &ids {
+        attempts += store.get(id).await.unwrap().unwrap().attempts;
+    }
+    assert_eq!(attempts, 3);
+    cluster.shutdown();
+    run.await.unwrap().unwrap();
+}
