@@ -1,3 +1,198 @@
-//! Task store benchmarks (filled in with the SQL stores).
+//! Task store throughput: a task's whole life in the store (enqueue, claim, one checkpoint,
+//! complete), one claim per task and in batches of 32, on the memory store and on SQLite (a
+//! WAL file in a temporary directory).
+//!
+//! `cargo bench -p pocket-cluster --bench store`
 
-fn main() {}
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use pocket_agent::{CheckpointRef, Message, ToolCallRecord, Usage};
+use pocket_cluster::store::{MemoryStore, NewTask, SqliteStore, StoreOptions, TaskStore};
+use serde_json::json;
+
+const LEASE: Duration = Duration::from_secs(60);
+const BATCH: usize = 32;
+
+/// A step's state as an agent checkpoints it: a short conversation and one tool call.
+struct Step {
+    messages: Vec<Message>,
+    tool_calls: Vec<ToolCallRecord>,
+}
+
+impl Step {
+    fn new() -> Self {
+        Self {
+            messages: vec![
+                Message::system("You are a support agent. Be brief and cite the ticket."),
+                Message::user("Summarise ticket 42 and suggest a reply."),
+                Message::assistant("Looking up ticket 42 first."),
+                Message::user("Ticket 42: the export button fails with a 500 since Monday."),
+                Message::assistant("The export fails server-side; suggest a workaround."),
+            ],
+            tool_calls: vec![ToolCallRecord {
+                name: "lookup_ticket".into(),
+                arguments: json!({"id": 42}),
+                error: None,
+                duration_secs: 0.012,
+            }],
+        }
+    }
+
+    fn as_ref(&self) -> CheckpointRef<'_> {
+        CheckpointRef {
+            messages: &self.messages,
+            iterations: 2,
+            usage: Usage {
+                input_tokens: 420,
+                output_tokens: 64,
+            },
+            tool_calls: &self.tool_calls,
+        }
+    }
+}
+
+/// Enqueues `n` tasks, claims them `batch` at a time, checkpoints and completes each.
+async fn lifecycle(store: &dyn TaskStore, step: &Step, n: usize, batch: usize) {
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        ids.push(store.enqueue(NewTask::new("bench", "t")).await.unwrap().id);
+    }
+    let mut done = 0;
+    while done < n {
+        let claimed = store.claim("w", &[], &[], batch, LEASE).await.unwrap();
+        assert!(!claimed.is_empty(), "claimed nothing");
+        for task in claimed {
+            let id = &task.record.id;
+            store.checkpoint(id, "w", step.as_ref()).await.unwrap();
+            store
+                .complete(id, "w", json!({"answer": "ok"}))
+                .await
+                .unwrap();
+            done += 1;
+        }
+    }
+    black_box(ids);
+}
+
+/// One task's life among `CONCURRENT` workers doing the same: enqueue, claim one,
+/// checkpoint, complete.
+async fn one_of_many(store: &dyn TaskStore, step: &Step, worker: &str) {
+    store.enqueue(NewTask::new("bench", "t")).await.unwrap();
+    loop {
+        if let Some(task) = store.claim(worker, &[], &[], 1, LEASE).await.unwrap().pop() {
+            let id = &task.record.id;
+            store.checkpoint(id, worker, step.as_ref()).await.unwrap();
+            store
+                .complete(id, worker, json!({"answer": "ok"}))
+                .await
+                .unwrap();
+            return;
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+const CONCURRENT: usize = 16;
+
+fn bench_store(
+    c: &mut Criterion,
+    name: &str,
+    store: Arc<dyn TaskStore>,
+    rt: &tokio::runtime::Runtime,
+) {
+    let step = Step::new();
+    let mut group = c.benchmark_group(name);
+    group.sample_size(20);
+    group.measurement_time(Duration::from_secs(5));
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("task_claim_1", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    lifecycle(&*store, &step, 1, 1).await;
+                }
+                start.elapsed()
+            })
+        });
+    });
+
+    group.throughput(Throughput::Elements(BATCH as u64));
+    group.bench_function("tasks_claim_32", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    lifecycle(&*store, &step, BATCH, BATCH).await;
+                }
+                start.elapsed()
+            })
+        });
+    });
+
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.bench_function("tasks_16_workers", |b| {
+        let workers: Vec<String> = (0..CONCURRENT).map(|i| format!("w{i}")).collect();
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    futures_util::future::join_all(
+                        workers.iter().map(|w| one_of_many(&*store, &step, w)),
+                    )
+                    .await;
+                }
+                start.elapsed()
+            })
+        });
+    });
+
+    group.throughput(Throughput::Elements(1));
+    group.bench_function("enqueue", |b| {
+        b.iter_custom(|iters| {
+            rt.block_on(async {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    store
+                        .enqueue(NewTask::new("bench-enqueue", "t"))
+                        .await
+                        .unwrap();
+                }
+                // Last in the group: the queued tasks it leaves are never claimed.
+                start.elapsed()
+            })
+        });
+    });
+    group.finish();
+}
+
+fn benches(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+
+    let memory: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
+    bench_store(c, "store_memory", memory, &rt);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bench.db");
+    let sqlite: Arc<dyn TaskStore> = Arc::new(
+        rt.block_on(SqliteStore::open(
+            &format!("sqlite://{}", path.display()),
+            StoreOptions::new(),
+        ))
+        .unwrap(),
+    );
+    bench_store(c, "store_sqlite_wal", sqlite, &rt);
+}
+
+criterion_group!(store, benches);
+criterion_main!(store);

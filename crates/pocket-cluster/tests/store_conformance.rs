@@ -108,6 +108,8 @@ conformance!(
     max_queued_pushes_back_with_queue_full,
     list_filters_newest_first,
     bad_input_is_invalid,
+    nul_characters_in_run_state_round_trip,
+    two_stores_on_one_database_share_one_queue,
 );
 
 async fn enqueue_queues_the_task(backend: Backend) {
@@ -1128,6 +1130,126 @@ async fn bad_input_is_invalid(backend: Backend) {
             .unwrap()
             .is_empty()
     );
+}
+
+/// Regression: PostgreSQL's JSONB refuses `\u0000`, which tool output may hold (a binary
+/// file read by a tool); the stores keep JSON as text, so it round-trips everywhere.
+async fn nul_characters_in_run_state_round_trip(backend: Backend) {
+    let h = backend.open(StoreOptions::new()).await;
+    let metadata = json!({"note": "a\u{0}b"});
+    let id = h
+        .store
+        .enqueue(NewTask {
+            metadata: metadata.clone(),
+            ..NewTask::new("agent", "t")
+        })
+        .await
+        .unwrap()
+        .id;
+    claim_one(&*h.store, "w").await.unwrap();
+    let mut state = State::after(1);
+    state
+        .messages
+        .push(Message::user("bytes: \u{0}\u{1}\u{7f}"));
+    h.store.checkpoint(&id, "w", state.as_ref()).await.unwrap();
+    h.store
+        .journal(&id, "w", &finished("c", "\u{0}"))
+        .await
+        .unwrap();
+    h.store.release("w").await.unwrap();
+    let resume = claim_one(&*h.store, "w").await.unwrap().resume.unwrap();
+    assert_eq!(resume.messages, state.messages);
+    assert_eq!(resume.journal, vec![finished("c", "\u{0}")]);
+    h.store.complete(&id, "w", json!("x\u{0}y")).await.unwrap();
+    let record = h.store.get(&id).await.unwrap().unwrap();
+    assert_eq!(record.result, Some(json!("x\u{0}y")));
+    assert_eq!(record.metadata, metadata);
+    // NUL in what the store indexes (agent, task text, key, capabilities) is refused.
+    assert!(matches!(
+        h.store.enqueue(NewTask::new("agent", "a\u{0}")).await,
+        Err(StoreError::Invalid(_))
+    ));
+}
+
+/// Two stores on one database (two processes on a SQLite file, two machines on PostgreSQL)
+/// claim concurrently without sharing a task, and see each other's writes.
+async fn two_stores_on_one_database_share_one_queue(backend: Backend) {
+    let h = backend.open(StoreOptions::new()).await;
+    let other = h.another().await;
+    const TASKS: usize = 60;
+    for i in 0..TASKS {
+        let store = if i % 2 == 0 { &h.store } else { &other };
+        store
+            .enqueue(NewTask::new("agent", format!("t{i}")))
+            .await
+            .unwrap();
+    }
+    let mut joins = Vec::new();
+    for (n, store) in [&h.store, &other, &h.store, &other].into_iter().enumerate() {
+        let store = Arc::clone(store);
+        joins.push(tokio::spawn(async move {
+            let worker = format!("w{n}");
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&worker, &[], &[], 2, LEASE).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                for claimed in got {
+                    store
+                        .complete(&claimed.record.id, &worker, json!(n))
+                        .await
+                        .unwrap();
+                    mine.push(claimed.record.id);
+                }
+            }
+            mine
+        }));
+    }
+    let mut seen = HashSet::new();
+    for join in joins {
+        for id in join.await.unwrap() {
+            assert!(seen.insert(id.clone()), "task {id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), TASKS);
+    let stats = other.stats().await.unwrap();
+    assert_eq!(count(&stats, TaskStatus::Succeeded), TASKS as u64);
+}
+
+/// SQLite only: the queue survives closing and reopening the file, migrations included.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn sqlite_store_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pocket.db");
+    let path = path.to_str().unwrap();
+    let first = pocket_cluster::store::SqliteStore::open(path, StoreOptions::new())
+        .await
+        .unwrap();
+    let id = first.enqueue(NewTask::new("agent", "t")).await.unwrap().id;
+    claim_one(&first, "w").await.unwrap();
+    first
+        .checkpoint(&id, "w", State::after(2).as_ref())
+        .await
+        .unwrap();
+    first.journal(&id, "w", &started("c1")).await.unwrap();
+    first.close().await;
+
+    // The process died holding the lease; the next one opens the file by URL.
+    let clock = pocket_cluster::ManualClock::new(std::time::SystemTime::now() + LEASE * 2);
+    let second = pocket_cluster::store::SqliteStore::open(
+        &format!("sqlite://{path}"),
+        StoreOptions::new().clock(clock),
+    )
+    .await
+    .unwrap();
+    assert_eq!(second.reclaim_expired().await.unwrap(), 1);
+    let claimed = claim_one(&second, "w2").await.unwrap();
+    assert_eq!(claimed.record.id, id);
+    let resume = claimed.resume.unwrap();
+    assert_eq!(resume.iterations, 2);
+    assert_eq!(resume.journal, vec![started("c1")]);
 }
 
 /// Memory only: finished tasks beyond `keep_finished` are dropped, oldest first.

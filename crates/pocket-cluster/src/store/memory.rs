@@ -12,7 +12,7 @@ use serde_json::Value;
 use super::{
     Claimed, Enqueued, FailOutcome, NewTask, QueueStats, StoreError, StoreOptions, TaskFilter,
     TaskId, TaskRecord, TaskStatus, TaskStore, duration_ms, from_ms, lease_expired_error,
-    list_limit, new_id, validate, validate_worker,
+    list_limit, log_reclaimed, new_id, validate, validate_worker,
 };
 
 /// A [`TaskStore`] in this process's memory: for tests, and for a single process that may
@@ -357,17 +357,21 @@ impl State {
                     .is_some_and(|at| at <= now)
             })
             .collect();
+        let mut dead_letters = 0;
         for &seq in &expired {
             let slot = self.slot(seq)?;
             let dead = slot.record.attempts >= slot.record.max_attempts;
             slot.record.error = Some(lease_expired_error(dead).to_owned());
             if dead {
+                dead_letters += 1;
                 self.finish(seq, TaskStatus::Failed, now, options)?;
             } else {
                 self.requeue(seq, now, now)?;
             }
         }
-        Ok(expired.len() as u64)
+        let total = expired.len() as u64;
+        log_reclaimed(dead_letters, total - dead_letters);
+        Ok(total)
     }
 
     fn stats(&self) -> QueueStats {

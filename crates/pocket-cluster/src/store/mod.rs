@@ -626,6 +626,17 @@ fn list_limit(filter: &TaskFilter) -> usize {
     if filter.limit == 0 { 100 } else { filter.limit }
 }
 
+/// Says what [`TaskStore::reclaim_expired`] did, when it did anything.
+fn log_reclaimed(dead_lettered: u64, requeued: u64) {
+    if dead_lettered + requeued > 0 {
+        tracing::warn!(
+            requeued,
+            dead_lettered,
+            "reclaimed tasks whose lease expired (their workers stopped heartbeating)"
+        );
+    }
+}
+
 /// The error text a reclaimed task keeps.
 fn lease_expired_error(dead: bool) -> &'static str {
     if dead {

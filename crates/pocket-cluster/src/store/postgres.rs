@@ -15,7 +15,7 @@ use super::sql::{Db, backend, corrupt, from_json, to_json};
 use super::{
     Claimed, Enqueued, FailOutcome, NewTask, QueueStats, StoreError, StoreOptions, TaskFilter,
     TaskId, TaskRecord, TaskStatus, TaskStore, duration_ms, from_ms, lease_expired_error,
-    list_limit, new_id, validate, validate_worker,
+    list_limit, log_reclaimed, new_id, validate, validate_worker,
 };
 
 /// The columns of a [`TaskRecord`], in [`record`]'s order.
@@ -415,6 +415,7 @@ impl PostgresStore {
         .execute(&self.inner.pool)
         .await
         .map_err(db("reclaiming expired leases"))?;
+        log_reclaimed(dead.rows_affected(), requeued.rows_affected());
         Ok(dead.rows_affected() + requeued.rows_affected())
     }
 

@@ -18,15 +18,19 @@ pub(super) enum Db {
 /// locked SQLite file, PostgreSQL serialization failures, deadlocks, lost connections and
 /// shutdowns.
 pub(super) fn backend(db: Db, what: &'static str, err: sqlx::Error) -> StoreError {
-    let retryable = match &err {
+    StoreError::Backend {
+        message: format!("{what} failed"),
+        retryable: retryable(db, &err),
+        source: Some(Box::new(err)),
+    }
+}
+
+/// Whether trying again may cure this error.
+pub(super) fn retryable(db: Db, err: &sqlx::Error) -> bool {
+    match err {
         sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => true,
         sqlx::Error::Database(e) => retryable_code(db, e.code().as_deref(), e.message()),
         _ => false,
-    };
-    StoreError::Backend {
-        message: format!("{what} failed"),
-        retryable,
-        source: Some(Box::new(err)),
     }
 }
 

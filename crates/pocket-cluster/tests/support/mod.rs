@@ -51,7 +51,40 @@ pub fn postgres() -> Option<Backend> {
 pub struct Harness {
     pub store: Arc<dyn TaskStore>,
     pub clock: ManualClock,
+    /// How to open the same database again (a second process or machine).
+    reopen: Reopen,
     _cleanup: Cleanup,
+}
+
+enum Reopen {
+    Same,
+    #[cfg(feature = "sqlite")]
+    Sqlite(String),
+    #[cfg(feature = "postgres")]
+    Postgres(String),
+}
+
+impl Harness {
+    /// Another store on the same database and clock, as a second process or machine would
+    /// open it (the memory store: the same store).
+    pub async fn another(&self) -> Arc<dyn TaskStore> {
+        let options = StoreOptions::new().clock(self.clock.clone());
+        match &self.reopen {
+            Reopen::Same => Arc::clone(&self.store),
+            #[cfg(feature = "sqlite")]
+            Reopen::Sqlite(url) => Arc::new(
+                pocket_cluster::store::SqliteStore::open(url, options)
+                    .await
+                    .expect("reopen SQLite store"),
+            ),
+            #[cfg(feature = "postgres")]
+            Reopen::Postgres(url) => Arc::new(
+                pocket_cluster::store::PostgresStore::connect(url, options)
+                    .await
+                    .expect("reconnect PostgreSQL store"),
+            ),
+        }
+    }
 }
 
 enum Cleanup {
@@ -97,19 +130,21 @@ impl Backend {
     pub async fn open(&self, options: StoreOptions) -> Harness {
         let clock = ManualClock::new(start());
         let options = options.clock(clock.clone());
-        let (store, cleanup): (Arc<dyn TaskStore>, Cleanup) = match self {
-            Backend::Memory => (Arc::new(MemoryStore::new(options)), Cleanup::None),
+        let (store, reopen, cleanup): (Arc<dyn TaskStore>, Reopen, Cleanup) = match self {
+            Backend::Memory => (
+                Arc::new(MemoryStore::new(options)),
+                Reopen::Same,
+                Cleanup::None,
+            ),
             #[cfg(feature = "sqlite")]
             Backend::Sqlite => {
                 let dir = tempfile::tempdir().expect("temp dir");
                 let path = dir.path().join("pocket.db");
-                let store = pocket_cluster::store::SqliteStore::open(
-                    &format!("sqlite://{}", path.display()),
-                    options,
-                )
-                .await
-                .expect("open SQLite store");
-                (Arc::new(store), Cleanup::Dir(dir))
+                let url = format!("sqlite://{}", path.display());
+                let store = pocket_cluster::store::SqliteStore::open(&url, options)
+                    .await
+                    .expect("open SQLite store");
+                (Arc::new(store), Reopen::Sqlite(url), Cleanup::Dir(dir))
             }
             #[cfg(feature = "postgres")]
             Backend::Postgres(url) => {
@@ -131,7 +166,7 @@ impl Backend {
                 let store = pocket_cluster::store::PostgresStore::connect(&scoped, options)
                     .await
                     .expect("connect PostgreSQL store");
-                (Arc::new(store), cleanup)
+                (Arc::new(store), Reopen::Postgres(scoped), cleanup)
             }
             #[allow(unreachable_patterns)]
             other => panic!("{other:?} needs its crate feature"),
@@ -139,6 +174,7 @@ impl Backend {
         Harness {
             store,
             clock,
+            reopen,
             _cleanup: cleanup,
         }
     }
