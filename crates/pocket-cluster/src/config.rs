@@ -288,6 +288,42 @@ mod tests {
     }
 
     #[test]
+    fn toml_keys_parse_and_unknown_keys_are_refused() {
+        let c: ClusterConfig = toml::from_str(
+            r#"
+            worker_id = "w1"
+            min_instances = 0
+            max_instances = 3
+            instance_concurrency = 4
+            lease_secs = 0.5
+            heartbeat_secs = 0.1
+            instance_timeout_secs = 120
+            claim_batch = 8
+            poll_interval_ms = 50
+            max_queued = 100
+            scale_up_utilisation = 0.9
+            scale_down_utilisation = 0.1
+            scale_stable_checks = 3
+            cool_down_secs = 30
+            selection = "weighted"
+            shutdown_grace_secs = 5
+            retry_base_secs = 2
+            retry_max_secs = 60
+            "#,
+        )
+        .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.lease().unwrap(), Duration::from_millis(500));
+        assert_eq!(c.selection, Selection::Weighted);
+        let policy = c.scale_policy().unwrap();
+        assert_eq!((policy.min_instances, policy.stable_checks), (0, 3));
+        let e = toml::from_str::<ClusterConfig>("lease = 3").unwrap_err();
+        assert!(e.to_string().contains("unknown field `lease`"), "{e}");
+        let e = toml::from_str::<ClusterConfig>(r#"selection = "random""#).unwrap_err();
+        assert!(e.to_string().contains("p2c"), "{e}");
+    }
+
+    #[test]
     fn errors_name_the_key() {
         let c = ClusterConfig {
             heartbeat_secs: 30.0,

@@ -13,7 +13,7 @@
 //! eligible, instances with health of at least [`HEALTHY`] are preferred; degraded ones
 //! (health at least [`FAILED_BELOW`]) are used only when no healthy one has room, so a
 //! degraded instance is not starved of the successes that heal it. The
-//! [`Selection`] policy then picks one ([`select::pick`](crate::select::pick)).
+//! [`Selection`] policy then picks one ([`select::pick`](crate::select::pick())).
 //!
 //! # Health, load and heartbeats (the seed's rules)
 //!

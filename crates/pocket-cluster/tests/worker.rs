@@ -756,3 +756,110 @@ async fn an_open_agent_breaker_stops_claims_until_its_cool_down() {
     cluster.shutdown();
     run.await.unwrap().unwrap();
 }
+
+/// Many producers at once against a bounded queue: exactly `max_queued` tasks get in, the
+/// rest are refused with a retry hint, and a running worker never holds more tasks than its
+/// slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_queue_and_the_worker_stay_bounded_under_a_flood() {
+    let config = ClusterConfig {
+        max_queued: 100,
+        min_instances: 2,
+        max_instances: 2,
+        instance_concurrency: 4,
+        ..config()
+    };
+    let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(config.store_options()));
+    let counter = Counter::default();
+    let c = counter.clone();
+    let cluster = Cluster::builder(store.clone())
+        .config(config)
+        .agent("default")
+        .factory(move |name| {
+            let sim = SimConfig {
+                latency_ms: 2,
+                ..SimConfig::default()
+            };
+            Ok(counting_agent(name, &c, sim))
+        })
+        .build()
+        .unwrap();
+    let mut producers = tokio::task::JoinSet::new();
+    for p in 0..8 {
+        let cluster = cluster.clone();
+        producers.spawn(async move {
+            let (mut accepted, mut refused) = (0u32, 0u32);
+            for i in 0..500 {
+                match cluster
+                    .submit(NewTask::new("default", format!("count {p}-{i}")))
+                    .await
+                {
+                    Ok(_) => accepted += 1,
+                    Err(StoreError::QueueFull { retry_after, .. }) => {
+                        assert!(retry_after > Duration::ZERO);
+                        refused += 1;
+                    }
+                    Err(e) => panic!("{e}"),
+                }
+            }
+            (accepted, refused)
+        });
+    }
+    let mut accepted = 0;
+    while let Some(r) = producers.join_next().await {
+        let (a, r) = r.unwrap();
+        accepted += a;
+        assert_eq!(a + r, 500);
+    }
+    assert_eq!(accepted, 100);
+
+    let runner = cluster.clone();
+    let run = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    let mut peak = 0;
+    while counter.total() < 100 {
+        peak = peak.max(cluster.in_flight());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(peak <= 8, "held {peak} tasks with 8 slots");
+    cluster.shutdown();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_gauges_follow_the_queue_and_the_instances() {
+    let store = memory_store(StoreOptions::new());
+    let metrics = pocket_monitor::Metrics::new();
+    let counter = Counter::default();
+    let cluster = Cluster::builder(store.clone())
+        .config(ClusterConfig {
+            min_instances: 2,
+            ..config()
+        })
+        .agent("default")
+        .metrics(metrics.clone())
+        .factory(move |name| Ok(counting_agent(name, &counter, SimConfig::default())))
+        .build()
+        .unwrap();
+    // Tasks of an agent nobody serves stay queued.
+    for i in 0..3 {
+        cluster
+            .submit(NewTask::new("other", format!("task {i}")))
+            .await
+            .unwrap();
+    }
+    let runner = cluster.clone();
+    let run = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    tokio::time::sleep(Duration::from_secs(11)).await;
+    assert_eq!(metrics.queue_depth(), 3);
+    let text = metrics.encode();
+    assert!(
+        text.contains(r#"pocket_instances{status="active"} 2"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"pocket_instances{status="failed"} 0"#),
+        "{text}"
+    );
+    cluster.shutdown();
+    run.await.unwrap().unwrap();
+}
