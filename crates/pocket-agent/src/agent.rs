@@ -624,8 +624,10 @@ impl Agent {
             // Calls of the last turn without results: a resumed run picks them up here.
             let pending = pending_calls(&state.request.messages);
             if !pending.is_empty() {
-                self.run_calls(run, state, durable, &pending, cancel)
-                    .await?;
+                let (results, failure) =
+                    self.run_calls(run, state, durable, &pending, cancel).await;
+                state.request.messages.extend(results);
+                failure.map_or(Ok(()), Err)?;
                 checkpoint(run, state, durable).await?;
             }
             if state.iterations >= inner.max_iterations {
@@ -648,18 +650,34 @@ impl Agent {
                 return Ok(answer);
             }
             let calls = completion.tool_calls;
-            state.request.messages.push(Message::Assistant {
-                content: completion.content,
-                tool_calls: calls.clone(),
-            });
-            // Saved before the calls run, so a crash now re-runs the calls, not the model.
-            checkpoint(run, state, durable).await?;
-            self.run_calls(run, state, durable, &calls, cancel).await?;
+            let failure = if durable.is_some() {
+                state.request.messages.push(Message::Assistant {
+                    content: completion.content,
+                    tool_calls: calls.clone(),
+                });
+                // Saved before the calls run, so a crash now re-runs the calls, not the model.
+                checkpoint(run, state, durable).await?;
+                let (results, failure) = self.run_calls(run, state, durable, &calls, cancel).await;
+                state.request.messages.extend(results);
+                failure
+            } else {
+                // No copy of the calls: run them, then move them into the transcript.
+                let (results, failure) = self.run_calls(run, state, durable, &calls, cancel).await;
+                let messages = &mut state.request.messages;
+                messages.push(Message::Assistant {
+                    content: completion.content,
+                    tool_calls: calls,
+                });
+                messages.extend(results);
+                failure
+            };
+            failure.map_or(Ok(()), Err)?;
             checkpoint(run, state, durable).await?;
         }
     }
 
-    /// Runs one turn's calls concurrently and appends their results in order.
+    /// Runs one turn's calls concurrently; returns their results in order (and records them),
+    /// and the first failure that ends the run, if any.
     async fn run_calls(
         &self,
         run: &RunInfo,
@@ -667,7 +685,7 @@ impl Agent {
         durable: Option<&Durable>,
         calls: &[ToolCall],
         cancel: &CancellationToken,
-    ) -> Result<(), AgentErrorKind> {
+    ) -> (Vec<Message>, Option<AgentErrorKind>) {
         let outcomes = futures_util::future::join_all(
             calls
                 .iter()
@@ -675,6 +693,7 @@ impl Agent {
         )
         .await;
         let mut failure = None;
+        let mut results = Vec::with_capacity(calls.len());
         for (call, outcome) in calls.iter().zip(outcomes) {
             match outcome {
                 CallOutcome::Done {
@@ -683,7 +702,7 @@ impl Agent {
                     record,
                 } => {
                     state.records.push(record);
-                    state.request.messages.push(Message::Tool {
+                    results.push(Message::Tool {
                         call_id: call.id.clone(),
                         name: call.name.clone(),
                         content,
@@ -698,7 +717,7 @@ impl Agent {
                 }
             }
         }
-        failure.map_or(Ok(()), Err)
+        (results, failure)
     }
 
     async fn call_model(&self, run: &RunInfo, state: &RunState) -> Result<Completion, ModelError> {
