@@ -901,41 +901,40 @@ impl Shared {
             .await;
         let duration = started.elapsed();
         let instance = slot.id().clone();
-        let reason = entry.reason();
-        let outcome = match reason {
-            StopReason::None => match result {
-                Ok(Ok(output)) => {
-                    let value = serde_json::to_value(&output).unwrap_or_else(
-                        |e| serde_json::json!({ "answer": output.answer, "error": e.to_string() }),
-                    );
-                    match self.store.complete(&id, &self.worker, value).await {
-                        Ok(()) => {
-                            tracing::debug!(task = %id, instance = %instance, "task succeeded");
-                            self.emit(|| ClusterEvent::TaskSucceeded {
-                                id: id.clone(),
-                                instance: instance.clone(),
-                                duration_secs: duration.as_secs_f64(),
-                            });
-                        }
-                        Err(e) => self.write_failed(&id, &e).await,
+        let outcome = match (result, entry.reason()) {
+            // An answer is kept whatever stopped the run meanwhile (shutdown, a silent
+            // instance): the store refuses it if the lease is gone.
+            (Ok(Ok(output)), _) => {
+                let value = serde_json::to_value(&output).unwrap_or_else(
+                    |e| serde_json::json!({ "answer": output.answer, "error": e.to_string() }),
+                );
+                match self.store.complete(&id, &self.worker, value).await {
+                    Ok(()) => {
+                        tracing::debug!(task = %id, instance = %instance, "task succeeded");
+                        self.emit(|| ClusterEvent::TaskSucceeded {
+                            id: id.clone(),
+                            instance: instance.clone(),
+                            duration_secs: duration.as_secs_f64(),
+                        });
                     }
-                    Outcome::Success
+                    Err(e) => self.write_failed(&id, &e).await,
                 }
-                Ok(Err(error)) => {
-                    let retry_in = self.retry_delay(&error, record.attempts);
-                    self.fail(&id, Some(&instance), &error.to_string(), retry_in)
-                        .await;
-                    outcome_of(&error)
-                }
-                Err(_panic) => {
-                    tracing::error!(task = %id, instance = %instance, "the run panicked");
-                    let retry_in = Some(self.backoff(record.attempts));
-                    self.fail(&id, Some(&instance), "the run panicked", retry_in)
-                        .await;
-                    Outcome::Failure
-                }
-            },
-            StopReason::InstanceFailed => {
+                Outcome::Success
+            }
+            (Ok(Err(error)), StopReason::None) => {
+                let retry_in = self.retry_delay(&error, record.attempts);
+                self.fail(&id, Some(&instance), &error.to_string(), retry_in)
+                    .await;
+                outcome_of(&error)
+            }
+            (Err(_panic), StopReason::None) => {
+                tracing::error!(task = %id, instance = %instance, "the run panicked");
+                let retry_in = Some(self.backoff(record.attempts));
+                self.fail(&id, Some(&instance), "the run panicked", retry_in)
+                    .await;
+                Outcome::Failure
+            }
+            (_, StopReason::InstanceFailed) => {
                 // Taken back from a silent instance: queued again at once, resuming from
                 // its last checkpoint.
                 let error = format!("instance `{instance}` stopped responding; run taken back");
@@ -943,7 +942,7 @@ impl Shared {
                     .await;
                 Outcome::Ignored
             }
-            other => {
+            (_, other) => {
                 tracing::info!(task = %id, instance = %instance, reason = ?other, "run stopped");
                 self.emit_stopped(&id, other);
                 Outcome::Ignored
