@@ -105,6 +105,9 @@ pub(crate) struct AgentSpec {
     pub(crate) capabilities: Vec<String>,
 }
 
+/// A claimed task waiting for an instance, with its entry in the held set.
+type Waiting = (Claimed, Arc<RunEntry>);
+
 /// Why a run was stopped from outside; the first reason wins.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u8)]
@@ -730,7 +733,7 @@ impl Shared {
     /// numbers (without the released leases, which the caller adds).
     async fn dispatch_loop(self: Arc<Self>) -> Stopped {
         let mut runs: JoinSet<()> = JoinSet::new();
-        let mut pending: Vec<Claimed> = Vec::new();
+        let mut pending: Vec<Waiting> = Vec::new();
         let mut claim_failures = 0u32;
         loop {
             while runs.try_join_next().is_some() {}
@@ -739,10 +742,10 @@ impl Shared {
             }
             // Tasks waiting for an instance go first, highest priority first.
             if !pending.is_empty() {
-                pending.sort_by_key(|c| std::cmp::Reverse(c.record.priority));
+                pending.sort_by_key(|(c, _)| std::cmp::Reverse(c.record.priority));
                 let waiting = std::mem::take(&mut pending);
-                for claimed in waiting {
-                    pending.extend(self.dispatch(claimed, &mut runs));
+                for (claimed, entry) in waiting {
+                    pending.extend(self.dispatch(claimed, entry, &mut runs));
                 }
             }
             let mut more = false;
@@ -779,7 +782,7 @@ impl Shared {
     async fn claim_round(
         self: &Arc<Self>,
         runs: &mut JoinSet<()>,
-        pending: &mut Vec<Claimed>,
+        pending: &mut Vec<Waiting>,
     ) -> Result<bool, StoreError> {
         let mut full = false;
         for (agent, capabilities, free) in self.pool.claimable() {
@@ -796,7 +799,8 @@ impl Shared {
             let now = SystemTime::now();
             for c in claimed {
                 let id = c.record.id.clone();
-                lock(&self.runs).insert(id.clone(), Arc::new(RunEntry::new()));
+                let entry = Arc::new(RunEntry::new());
+                lock(&self.runs).insert(id.clone(), Arc::clone(&entry));
                 if let Some(m) = &self.metrics {
                     let since = c.record.run_after.max(c.record.created_at);
                     m.record_overhead(
@@ -811,20 +815,22 @@ impl Shared {
                     resumed: c.resume.is_some(),
                 });
                 tracing::debug!(task = %id, agent = %agent, attempt = c.record.attempts, "task claimed");
-                pending.extend(self.dispatch(c, runs));
+                pending.extend(self.dispatch(c, entry, runs));
             }
         }
         Ok(full)
     }
 
     /// Starts a claimed task on an instance, or gives it back when none can take it now.
-    fn dispatch(self: &Arc<Self>, claimed: Claimed, runs: &mut JoinSet<()>) -> Option<Claimed> {
+    fn dispatch(
+        self: &Arc<Self>,
+        claimed: Claimed,
+        entry: Arc<RunEntry>,
+        runs: &mut JoinSet<()>,
+    ) -> Option<Waiting> {
         let id = &claimed.record.id;
-        let Some(entry) = self.entry(id) else {
-            // Stopped while pending (cancelled or lost): nothing to run.
-            return None;
-        };
         if entry.reason() != StopReason::None {
+            // Stopped while waiting (cancelled or lost): nothing to run.
             lock(&self.runs).remove(id);
             self.emit_stopped(id, entry.reason());
             return None;
@@ -836,7 +842,7 @@ impl Shared {
             Ok(slot) => slot,
             Err(e) => {
                 tracing::debug!(task = %id, reason = %e, "no instance free; the task waits");
-                return Some(claimed);
+                return Some((claimed, entry));
             }
         };
         let _ = entry.instance.set(slot.id().clone());
@@ -1023,8 +1029,8 @@ impl Shared {
     }
 
     /// Stops claiming, lets runs finish within the grace period, cancels the rest.
-    async fn drain(&self, mut runs: JoinSet<()>, pending: Vec<Claimed>) -> Stopped {
-        for claimed in &pending {
+    async fn drain(&self, mut runs: JoinSet<()>, pending: Vec<Waiting>) -> Stopped {
+        for (claimed, _) in &pending {
             lock(&self.runs).remove(&claimed.record.id);
         }
         let in_flight = runs.len();
