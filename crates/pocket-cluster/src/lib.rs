@@ -10,7 +10,7 @@
 //!   [`ClusterEvent`]s, and shuts down gracefully.
 //! - [`Pool`]: instances with status, load, health, capabilities, concurrency limits and
 //!   heartbeats; [`select`]: power of two choices (default) or the seed's weighted random
-//!   choice, both skipping instances whose circuit breakers are open.
+//!   choice, both routing around open circuit breakers.
 //! - [`health`]: heartbeats, silent instances failed and rebuilt, expired leases reclaimed.
 //! - [`autoscale`]: instances between a minimum and a maximum from utilisation and queue
 //!   depth, with hysteresis and a cool-down; [`ClusterReport`]: the system report.

@@ -8,12 +8,24 @@
 //! # Eligibility, then selection
 //!
 //! For a task of agent `A` needing capabilities `C`, an instance is eligible when it serves
-//! `A`, has every capability in `C`, is not failed, has a free slot, and neither its agent's
-//! nor its model's circuit breaker is open (when the pool has a [`ResilienceHub`]). Among the
-//! eligible, instances with health of at least [`HEALTHY`] are preferred; degraded ones
-//! (health at least [`FAILED_BELOW`]) are used only when no healthy one has room, so a
-//! degraded instance is not starved of the successes that heal it. The
-//! [`Selection`] policy then picks one ([`select::pick`](crate::select::pick())).
+//! `A`, has every capability in `C`, is not failed, has a free slot, and its agent's circuit
+//! breaker (`agent:A`, when the pool has a [`ResilienceHub`]) is not open. The eligible are
+//! tried in tiers, each only when no instance of the tiers before has room:
+//!
+//! 1. model breaker closed, health at least [`HEALTHY`];
+//! 2. model breaker closed, degraded (health at least [`FAILED_BELOW`]);
+//! 3. and 4. the same with the model's breaker (`model:NAME`) open.
+//!
+//! So work goes around an open model breaker whenever another instance can take it, yet an
+//! agent whose every instance shares that model keeps working: its model may be a
+//! [`Fallback`](pocket_resilience::Fallback) (known by its primary route's name) that serves
+//! from another route, or a retry layer waits for the probe. An open *agent* breaker, which
+//! counts whole runs, keeps all work away. A degraded instance is not starved of the
+//! successes that heal it. Within a tier the [`Selection`] policy picks one
+//! ([`select::pick`](crate::select::pick())).
+//!
+//! Breakers are looked up in the hub when an instance registers: layers must have made them
+//! by then (the factory builds the model layers; the cluster makes the agent breakers first).
 //!
 //! # Health, load and heartbeats (the seed's rules)
 //!
@@ -147,8 +159,8 @@ pub enum Unavailable {
         /// The agent.
         agent: String,
     },
-    /// The circuit breakers of every otherwise fitting instance are open.
-    #[error("the circuit breakers of agent `{agent}` are open")]
+    /// The agent's circuit breaker is open.
+    #[error("the circuit breaker of agent `{agent}` is open")]
     BreakerOpen {
         /// The agent.
         agent: String,
@@ -246,7 +258,8 @@ pub(crate) struct Instance {
     failed: AtomicBool,
     /// Milliseconds since the pool's epoch.
     last_beat: AtomicU64,
-    breakers: Vec<Arc<Breaker>>,
+    agent_breaker: Option<Arc<Breaker>>,
+    model_breaker: Option<Arc<Breaker>>,
     stats: Mutex<Stats>,
     epoch: Instant,
 }
@@ -268,8 +281,18 @@ impl Instance {
         self.failed.load(Ordering::Acquire)
     }
 
+    /// Whether its agent's breaker keeps all work away now.
+    fn agent_blocked(&self) -> bool {
+        self.agent_breaker.as_deref().is_some_and(blocks)
+    }
+
+    /// Whether its model's breaker is open now (work goes elsewhere if it can).
+    fn model_blocked(&self) -> bool {
+        self.model_breaker.as_deref().is_some_and(blocks)
+    }
+
     fn breaker_open(&self) -> bool {
-        self.breakers.iter().any(|b| blocks(b))
+        self.agent_blocked() || self.model_blocked()
     }
 
     pub(crate) fn touch(&self) {
@@ -407,7 +430,8 @@ impl Pool {
     }
 
     /// An empty pool whose random choices come from `seed` (for reproducible tests), and
-    /// that skips instances whose breakers in `hub` are open, if given.
+    /// that keeps work away from instances whose breakers in `hub` are open, if given (see
+    /// the [module docs](self)).
     pub fn with_options(
         selection: Selection,
         seed: Option<u64>,
@@ -468,20 +492,9 @@ impl Pool {
     ) -> InstanceId {
         let n = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
         let id = InstanceId(Arc::from(format!("{agent_name}-{n}")));
-        let breakers = self
-            .inner
-            .hub
-            .as_ref()
-            .map(|hub| {
-                [
-                    hub.breaker(Component::Agent, agent_name),
-                    hub.breaker(Component::Model, agent.model_name()),
-                ]
-                .into_iter()
-                .flatten()
-                .collect()
-            })
-            .unwrap_or_default();
+        let hub = self.inner.hub.as_ref();
+        let agent_breaker = hub.and_then(|h| h.breaker(Component::Agent, agent_name));
+        let model_breaker = hub.and_then(|h| h.breaker(Component::Model, agent.model_name()));
         let instance = Arc::new(Instance {
             id: id.clone(),
             agent_name: Arc::from(agent_name),
@@ -492,7 +505,8 @@ impl Pool {
             health: AtomicU32::new(HEALTH_MAX),
             failed: AtomicBool::new(false),
             last_beat: AtomicU64::new(0),
-            breakers,
+            agent_breaker,
+            model_breaker,
             stats: Mutex::new(Stats {
                 mean_duration: None,
                 succeeded: 0,
@@ -544,21 +558,21 @@ impl Pool {
                 continue;
             }
             seen.2 = true;
-            if inst.breaker_open() {
+            if inst.agent_blocked() {
                 continue;
             }
             seen.3 = true;
-            fitting.push(inst);
+            fitting.push((inst, inst.model_blocked()));
         }
-        // Healthy first; degraded only if no healthy one has room.
-        for healthy in [true, false] {
+        // The tiers of the module docs: model breaker closed first, healthy first.
+        for (model_open, healthy) in [(false, true), (false, false), (true, true), (true, false)] {
             let mut pool: Vec<&Arc<Instance>> = fitting
                 .iter()
-                .copied()
-                .filter(|i| {
+                .filter(|(i, open)| {
                     let c = i.candidate();
-                    (c.health >= HEALTHY) == healthy && c.free() > 0
+                    *open == model_open && (c.health >= HEALTHY) == healthy && c.free() > 0
                 })
+                .map(|(i, _)| *i)
                 .collect();
             while !pool.is_empty() {
                 let cands: Vec<Candidate> = pool.iter().map(|i| i.candidate()).collect();
@@ -601,7 +615,7 @@ impl Pool {
                     && i.has(capabilities)
                     && !i.is_failed()
                     && i.health.load(Ordering::Relaxed) >= FAILED_BELOW
-                    && !i.breaker_open()
+                    && !i.agent_blocked()
             })
             .map(|i| i.candidate().free())
             .sum()
@@ -612,7 +626,7 @@ impl Pool {
     pub fn claimable(&self) -> Vec<(Arc<str>, Vec<String>, u32)> {
         let mut groups: Vec<(Arc<str>, Vec<String>, u32)> = Vec::new();
         for inst in self.snapshot().iter() {
-            if inst.is_failed() || inst.breaker_open() {
+            if inst.is_failed() || inst.agent_blocked() {
                 continue;
             }
             let free = inst.candidate().free();

@@ -294,8 +294,9 @@ impl ClusterBuilder {
         self
     }
 
-    /// Keeps work away from instances whose agent (`agent:NAME`) or model (`model:NAME`)
-    /// breaker in this hub is open. Default: no hub.
+    /// Routes work around instances whose model breaker (`model:NAME`) in this hub is open,
+    /// and keeps it away from agents whose breaker (`agent:NAME`) is open (see
+    /// [`pool`](crate::pool)). Default: no hub.
     pub fn resilience(mut self, hub: ResilienceHub) -> Self {
         self.hub = Some(hub);
         self

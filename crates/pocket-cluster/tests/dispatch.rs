@@ -238,11 +238,16 @@ async fn open_breakers_keep_work_away_until_their_cool_down_passes() {
     flaky.try_acquire().unwrap().record(Outcome::Failure);
     agent_b.try_acquire().unwrap().record(Outcome::Failure);
     assert!(info(&pool, &on_flaky).breaker_open);
-    // The instance whose model breaker is open is skipped.
+    // The instance whose model breaker is open is passed over while another has room...
     for _ in 0..20 {
         assert_eq!(pool.acquire("a", &[]).unwrap().id(), &on_steady);
     }
-    assert_eq!(pool.spare("a", &[]), 4);
+    // ...and used only when none has (its model may be a fallback chain that still serves).
+    let full: Vec<Slot> = (0..4).map(|_| pool.acquire("a", &[]).unwrap()).collect();
+    assert!(full.iter().all(|s| s.id() == &on_steady));
+    assert_eq!(pool.acquire("a", &[]).unwrap().id(), &on_flaky);
+    drop(full);
+    assert_eq!(pool.spare("a", &[]), 8);
     // Every instance of `b` is behind its agent's open breaker.
     assert!(matches!(
         pool.acquire("b", &[]),
@@ -250,10 +255,11 @@ async fn open_breakers_keep_work_away_until_their_cool_down_passes() {
     ));
     assert!(pool.claimable().iter().all(|(agent, ..)| &**agent != "b"));
 
+    assert_eq!(pool.spare("b", &[]), 0);
     // After the cool-down, the next call may probe: the instances are eligible again.
     tokio::time::advance(Duration::from_secs(31)).await;
     assert!(pool.acquire("b", &[]).is_ok());
-    assert_eq!(pool.spare("a", &[]), 8);
+    assert!(!info(&pool, &on_flaky).breaker_open);
 }
 
 #[tokio::test(start_paused = true)]
