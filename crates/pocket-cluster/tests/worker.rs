@@ -863,3 +863,67 @@ async fn the_gauges_follow_the_queue_and_the_instances() {
     cluster.shutdown();
     run.await.unwrap().unwrap();
 }
+
+/// The same worker on the embedded SQLite store (real time): every task once, and a second
+/// worker finishes what a crashed first one left, resuming from the file.
+#[cfg(feature = "sqlite")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_second_worker_finishes_what_a_crashed_one_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("pocket.db").display());
+    let store: Arc<dyn TaskStore> = Arc::new(
+        pocket_cluster::SqliteStore::open(&url, StoreOptions::new())
+            .await
+            .unwrap(),
+    );
+    let counts = Counter::default();
+    let waits = Counter::default();
+    let worker = |id: &str, hang: bool| {
+        let (counts, waits) = (counts.clone(), waits.clone());
+        Cluster::builder(store.clone())
+            .config(ClusterConfig {
+                worker_id: Some(id.into()),
+                lease_secs: 1.0,
+                heartbeat_secs: 0.2,
+                ..config()
+            })
+            .agent("default")
+            .factory(move |name| {
+                Ok(Agent::builder(SimModel::default())
+                    .name(name)
+                    .tool(CountTool(counts.clone()))
+                    .tool(WaitTool {
+                        hang,
+                        counter: waits.clone(),
+                    })
+                    .build()?)
+            })
+            .build()
+            .unwrap()
+    };
+    let a = worker("a", true);
+    let ids = submit_all(&a, (0..10).map(|i| format!("count and wait {i}"))).await;
+    let runner = a.clone();
+    let crashed = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    wait_until(Duration::from_secs(30), || async {
+        ids.iter()
+            .all(|id| counts.get(&id.0) == 1 && waits.get(&id.0) == 1)
+    })
+    .await;
+    crashed.abort();
+    let _ = crashed.await;
+
+    let b = worker("b", false);
+    let runner = b.clone();
+    let second = tokio::spawn(async move { runner.run(std::future::pending()).await });
+    wait_until(Duration::from_secs(30), || {
+        all_have(&store, &ids, TaskStatus::Succeeded)
+    })
+    .await;
+    for id in &ids {
+        assert_eq!(counts.get(&id.0), 1, "count ran again for {id}");
+        assert_eq!(store.get(id).await.unwrap().unwrap().attempts, 2);
+    }
+    b.shutdown();
+    second.await.unwrap().unwrap();
+}
