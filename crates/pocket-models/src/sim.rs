@@ -9,8 +9,8 @@
 //!    expression (`17 * 23`). Arguments come from the tool's schema: `expression` gets the
 //!    expression, `url` the first URL, `path` and `command` the first quoted text (`'..'`,
 //!    `".."` or `` `..` ``), other strings the first quoted text or else the task; numbers the
-//!    first number in the task; booleans `false`. Only required properties are filled unless a
-//!    specific value was found. All picked tools are called in one turn (parallel calls).
+//!    first number in the task; booleans `true` when the property's name is a word of the task,
+//!    else `false`. Only required properties are filled unless a specific value was found. All picked tools are called in one turn (parallel calls).
 //!    No tool picked: it answers `I have no tool for this. You asked: TASK`.
 //! 3. **Tool results present:** if a result says its arguments were invalid and fewer than
 //!    three model turns have passed since the task, it asks for the same calls again with
@@ -395,6 +395,7 @@ fn derive_arguments(task: &str, schema: &Value, expression: Option<&str>) -> Map
             (Some("number"), _) => find_number(task)
                 .map(Value::from)
                 .or(is_required.then(|| Value::from(0))),
+            (Some("boolean"), name) if mentions(task, name) => Some(Value::Bool(true)),
             (Some("boolean"), _) => is_required.then_some(Value::Bool(false)),
             (Some("array"), _) => is_required.then(|| Value::Array(Vec::new())),
             (Some("object"), _) => is_required.then(|| Value::Object(Map::new())),
@@ -420,6 +421,12 @@ fn find_expression(task: &str) -> Option<String> {
         })
         .max_by_key(|s| s.len())
         .map(str::to_owned)
+}
+
+/// Whether `word` appears in the task as a whole word (case-insensitive).
+fn mentions(task: &str, word: &str) -> bool {
+    task.split(|c: char| !c.is_alphanumeric() && c != '_')
+        .any(|w| w.eq_ignore_ascii_case(word))
 }
 
 fn find_quoted(task: &str) -> Option<&str> {
@@ -555,6 +562,36 @@ mod tests {
         });
         let answer = respond(&request(messages, vec![calculator()]), false);
         assert_eq!(answer.content.as_deref(), Some("41 + 55 = 96"));
+    }
+
+    #[test]
+    fn a_boolean_named_in_the_task_is_true() {
+        let write = ToolSpec::new(
+            "write_file",
+            "Writes.",
+            json!({"type": "object", "properties": {
+                "path": {"type": "string"}, "content": {"type": "string"}, "append": {"type": "boolean"}
+            }, "required": ["path", "content"]}),
+        );
+        let c = respond(
+            &request(
+                vec![Message::user("write_file 'a.txt' with append")],
+                vec![write.clone()],
+            ),
+            false,
+        );
+        assert_eq!(
+            c.tool_calls[0].arguments,
+            json!({"path": "a.txt", "content": "a.txt", "append": true})
+        );
+        let c = respond(
+            &request(vec![Message::user("write_file 'a.txt'")], vec![write]),
+            false,
+        );
+        assert_eq!(
+            c.tool_calls[0].arguments,
+            json!({"path": "a.txt", "content": "a.txt"})
+        );
     }
 
     #[test]
