@@ -10,7 +10,8 @@
 //!    expression, `url` the first URL, `path` and `command` the first quoted text (`'..'`,
 //!    `".."` or `` `..` ``), other strings the first quoted text or else the task; numbers the
 //!    first number in the task; booleans `true` when the property's name is a word of the task,
-//!    else `false`. Only required properties are filled unless a specific value was found. All picked tools are called in one turn (parallel calls).
+//!    else `false`. Only required properties are filled unless a specific value was found.
+//!    All picked tools are called in one turn (parallel calls).
 //!    No tool picked: it answers `I have no tool for this. You asked: TASK`.
 //! 3. **Tool results present:** if a result says its arguments were invalid and fewer than
 //!    three model turns have passed since the task, it asks for the same calls again with
