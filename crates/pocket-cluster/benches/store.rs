@@ -99,13 +99,22 @@ async fn one_of_many(store: &dyn TaskStore, step: &Step, worker: &str) {
 
 const CONCURRENT: usize = 16;
 
+/// Runs `f` as a task on the runtime (as the cluster's workers do), not on the bench thread.
+fn on_runtime<F, Fut>(rt: &tokio::runtime::Runtime, f: F) -> Duration
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Duration> + Send + 'static,
+{
+    rt.block_on(rt.spawn(f())).unwrap()
+}
+
 fn bench_store(
     c: &mut Criterion,
     name: &str,
     store: Arc<dyn TaskStore>,
     rt: &tokio::runtime::Runtime,
 ) {
-    let step = Step::new();
+    let step = Arc::new(Step::new());
     let mut group = c.benchmark_group(name);
     group.sample_size(20);
     group.measurement_time(Duration::from_secs(5));
@@ -113,7 +122,8 @@ fn bench_store(
     group.throughput(Throughput::Elements(1));
     group.bench_function("task_claim_1", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
+            let (store, step) = (Arc::clone(&store), Arc::clone(&step));
+            on_runtime(rt, move || async move {
                 let start = Instant::now();
                 for _ in 0..iters {
                     lifecycle(&*store, &step, 1, 1).await;
@@ -126,7 +136,8 @@ fn bench_store(
     group.throughput(Throughput::Elements(BATCH as u64));
     group.bench_function("tasks_claim_32", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
+            let (store, step) = (Arc::clone(&store), Arc::clone(&step));
+            on_runtime(rt, move || async move {
                 let start = Instant::now();
                 for _ in 0..iters {
                     lifecycle(&*store, &step, BATCH, BATCH).await;
@@ -138,9 +149,12 @@ fn bench_store(
 
     group.throughput(Throughput::Elements(CONCURRENT as u64));
     group.bench_function("tasks_16_workers", |b| {
-        let workers: Vec<String> = (0..CONCURRENT).map(|i| format!("w{i}")).collect();
+        let workers: Arc<Vec<String>> =
+            Arc::new((0..CONCURRENT).map(|i| format!("w{i}")).collect());
         b.iter_custom(|iters| {
-            rt.block_on(async {
+            let (store, step, workers) =
+                (Arc::clone(&store), Arc::clone(&step), Arc::clone(&workers));
+            on_runtime(rt, move || async move {
                 let start = Instant::now();
                 for _ in 0..iters {
                     futures_util::future::join_all(
@@ -156,7 +170,8 @@ fn bench_store(
     group.throughput(Throughput::Elements(1));
     group.bench_function("enqueue", |b| {
         b.iter_custom(|iters| {
-            rt.block_on(async {
+            let store = Arc::clone(&store);
+            on_runtime(rt, move || async move {
                 let start = Instant::now();
                 for _ in 0..iters {
                     store

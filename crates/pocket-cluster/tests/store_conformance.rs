@@ -110,6 +110,7 @@ conformance!(
     bad_input_is_invalid,
     nul_characters_in_run_state_round_trip,
     two_stores_on_one_database_share_one_queue,
+    stores_work_inside_spawned_tasks,
 );
 
 async fn enqueue_queues_the_task(backend: Backend) {
@@ -1289,6 +1290,26 @@ async fn memory_store_prunes_finished_tasks() {
         .await
         .unwrap();
     assert!(again.created);
+}
+
+/// Every store's futures are `Send`: opening (by URL) and using a store works inside
+/// spawned tasks.
+async fn stores_work_inside_spawned_tasks(backend: Backend) {
+    let h = backend.open(StoreOptions::new()).await;
+    let url = h.url().to_owned();
+    let done = tokio::spawn(async move {
+        let store = pocket_cluster::store::open(&url, StoreOptions::new())
+            .await
+            .unwrap();
+        let id = store
+            .enqueue(NewTask::new("spawned", "t"))
+            .await
+            .unwrap()
+            .id;
+        assert!(store.cancel(&id).await.unwrap());
+        store.get(&id).await.unwrap().unwrap().status
+    });
+    assert_eq!(done.await.unwrap(), TaskStatus::Cancelled);
 }
 
 /// `open` picks the store by URL scheme and refuses others.

@@ -207,6 +207,16 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
 }
 
 async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>) {
+    // A write alone commits by itself: BEGIN and COMMIT would be two more round trips to
+    // SQLite's thread. (Each statement of a job guards itself, so a job's statements need
+    // no shared transaction; only other processes could come between them.)
+    if batch.len() == 1
+        && let Some(job) = batch.pop()
+    {
+        let (reply, _) = job.run(&mut *conn).await;
+        reply(None);
+        return;
+    }
     if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         let e = Arc::new(e);
         for job in batch.drain(..) {
@@ -264,17 +274,27 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5));
-        let mut conn = SqliteConnection::connect_with(&connect)
+        // Migrate through a one-connection pool (`Migrator::run` on a bare connection makes
+        // this future not `Send`), then keep that connection as the writer's.
+        let setup = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(connect.clone())
             .await
             .map_err(db("opening the SQLite database"))?;
         migrator()
-            .run(&mut conn)
+            .run(&setup)
             .await
             .map_err(|e| StoreError::Backend {
                 message: "migrating the SQLite task store failed".into(),
                 retryable: false,
                 source: Some(Box::new(e)),
             })?;
+        let conn = setup
+            .acquire()
+            .await
+            .map_err(db("opening the SQLite database"))?
+            .detach();
+        setup.close().await;
         let reader = if memory {
             None
         } else {
@@ -459,10 +479,12 @@ impl SqliteStore {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         self.write(move |conn| {
             Box::pin(async move {
+                // INDEXED BY: without statistics the planner would take the status index and
+                // sort every queued task on each claim.
                 let rows = sqlx::query(concat!(
                     "UPDATE pocket_tasks SET status = 'running', attempts = attempts + 1, \
                      lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
-                     WHERE seq IN (SELECT seq FROM pocket_tasks \
+                     WHERE seq IN (SELECT seq FROM pocket_tasks INDEXED BY pocket_tasks_queue \
                          WHERE status = 'queued' AND run_after <= ?3 \
                          AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4))) \
                          AND (capabilities = '[]' OR NOT EXISTS (\

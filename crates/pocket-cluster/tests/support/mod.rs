@@ -65,8 +65,22 @@ enum Reopen {
 }
 
 impl Harness {
+    /// The URL another process would open this store's database with (`memory:` for the
+    /// memory store, which cannot be shared).
+    pub fn url(&self) -> &str {
+        match &self.reopen {
+            Reopen::Same => "memory:",
+            #[cfg(feature = "sqlite")]
+            Reopen::Sqlite(url) => url,
+            #[cfg(feature = "postgres")]
+            Reopen::Postgres(url) => url,
+        }
+    }
+
     /// Another store on the same database and clock, as a second process or machine would
     /// open it (the memory store: the same store).
+    // Without the SQL features only the memory arm is left, which needs no options.
+    #[allow(unused_variables)]
     pub async fn another(&self) -> Arc<dyn TaskStore> {
         let options = StoreOptions::new().clock(self.clock.clone());
         match &self.reopen {
