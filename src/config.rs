@@ -7,7 +7,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pocket_agent::{ApprovalPolicy, OnApprovalFailure, Risk};
+use pocket_agent::{ApprovalPolicy, InterruptedCalls, OnApprovalFailure, Risk};
 use pocket_models::SimConfig;
 use pocket_tools::ToolsConfig;
 use serde::Deserialize;
@@ -28,6 +28,12 @@ pub(crate) struct Config {
     /// Retries, breakers, fallbacks, protected agents.
     #[serde(default)]
     pub(crate) resilience: pocket_resilience::ResilienceConfig,
+    /// The cluster: instances, leases, scaling.
+    #[serde(default)]
+    pub(crate) cluster: pocket_cluster::ClusterConfig,
+    /// The task store.
+    #[serde(default)]
+    pub(crate) store: StoreConfig,
     /// Logs, metrics, alerts.
     #[serde(default)]
     pub(crate) monitoring: pocket_monitor::MonitorConfig,
@@ -71,6 +77,22 @@ pub(crate) enum ModelConfig {
     Sim(SimConfig),
 }
 
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct StoreConfig {
+    /// `sqlite://FILE` (default `sqlite://pocket.db`), `postgres://...`, or `memory:`.
+    pub(crate) url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: "sqlite://pocket.db".into(),
+        }
+    }
+}
+
 /// One `[agents.NAME]` table.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +116,13 @@ pub(crate) struct AgentConfig {
     /// Approval of risky tool calls.
     #[serde(default)]
     pub(crate) approval: ApprovalConfig,
+    /// Capabilities this agent's instances offer to tasks that require them.
+    #[serde(default)]
+    pub(crate) capabilities: Vec<String>,
+    /// On resuming a crashed run, what to do with a call of a non-idempotent tool that
+    /// started but has no recorded result: `fail` (default) or `ask`.
+    #[serde(default)]
+    pub(crate) interrupted_calls: InterruptedCalls,
 }
 
 impl Default for AgentConfig {
@@ -106,6 +135,8 @@ impl Default for AgentConfig {
             tool_timeout_secs: default_tool_timeout(),
             run_timeout_secs: None,
             approval: ApprovalConfig::default(),
+            capabilities: Vec::new(),
+            interrupted_calls: InterruptedCalls::default(),
         }
     }
 }
@@ -211,6 +242,9 @@ impl Config {
             .resilience
             .validate()
             .map_err(|e| ConfigError::new(Some(path), e.key, e.message))?;
+        config.cluster.validate().map_err(|e| {
+            ConfigError::new(Some(path), format!("cluster.{}", e.key), e.message.clone())
+        })?;
         config.monitoring.validate().map_err(|e| {
             ConfigError::new(Some(path), format!("monitoring.{}", e.key), e.message)
         })?;

@@ -5,6 +5,7 @@ mod config;
 mod demo;
 mod observe;
 mod wiring;
+mod worker;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,23 +31,25 @@ enum Command {
     Run(RunArgs),
     /// Run a batch of tasks offline on the `sim` model with injected faults, and report.
     Demo(demo::DemoArgs),
+    /// Work off the task store's queue (no API): several workers may share one store.
+    Worker(worker::WorkerArgs),
 }
 
 /// Arguments shared by commands that build an agent.
 #[derive(Debug, clap::Args)]
-struct AgentArgs {
+pub(crate) struct AgentArgs {
     /// Configuration file (TOML).
     #[arg(long, env = "POCKET_CONFIG")]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Agent to use, from the config's [agents].
     #[arg(long, default_value = "default")]
-    agent: String,
+    pub(crate) agent: String,
     /// Model: `sim`, `openai:MODEL`, `anthropic:MODEL`, or a name from [models].
     #[arg(long)]
-    model: Option<String>,
+    pub(crate) model: Option<String>,
     /// Enable a built-in tool (calculator, time, files, http_fetch, shell); repeatable.
     #[arg(long = "tool", value_name = "NAME")]
-    tools: Vec<String>,
+    pub(crate) tools: Vec<String>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -65,7 +68,7 @@ struct RunArgs {
 }
 
 /// Exit codes: 0 ok, 1 the task failed, 2 usage or configuration error.
-enum Failure {
+pub(crate) enum Failure {
     Task,
     Usage(String),
 }
@@ -87,6 +90,11 @@ fn main() -> ExitCode {
         ),
         // The demo's progress bar and report are its output; failed runs are in the report.
         Command::Demo(a) => (Ok(Config::default()), Some(a.log_dir.clone()), "error"),
+        Command::Worker(a) => (
+            load_config(a.agent.config.as_ref()),
+            a.log_dir.clone(),
+            "info",
+        ),
     };
     let config = match config {
         Ok(c) => c,
@@ -108,6 +116,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Run(args) => run(args, config, monitoring, &logs).await,
+            Command::Worker(args) => worker::run(args, config, monitoring, &logs).await,
             Command::Demo(args) => demo::run(args, monitoring, &logs)
                 .await
                 .map_err(Failure::Usage),

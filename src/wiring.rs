@@ -113,7 +113,8 @@ pub(crate) async fn build_agent(
         .plugin(services.monitor.plugin())
         .max_iterations(agent.max_iterations)
         .tool_timeout(Duration::from_secs(agent.tool_timeout_secs))
-        .approval_policy(agent.approval.policy());
+        .approval_policy(agent.approval.policy())
+        .interrupted_calls(agent.interrupted_calls);
     if let Some(prompt) = &agent.system_prompt {
         builder = builder.system_prompt(prompt);
     }

@@ -441,3 +441,14 @@ fn log_dir_gets_the_days_log_file() {
         "{text}"
     );
 }
+
+#[test]
+fn worker_with_a_bad_store_url_exits_2() {
+    pocket()
+        .args(["worker", "--store", "bogus://x"])
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("--store bogus://x").and(predicate::str::contains("bogus")),
+        );
+}

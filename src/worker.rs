@@ -1,0 +1,166 @@
+//! `pocket worker`: the dispatcher and agent pool without an API, working off a shared store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pocket_agent::Agent;
+use pocket_cluster::{Cluster, Stopped};
+
+use crate::config::{Config, ConfigError};
+use crate::observe::{self, Services};
+use crate::wiring::{self, Overrides};
+use crate::{AgentArgs, Failure};
+
+/// Options of `pocket worker`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct WorkerArgs {
+    #[command(flatten)]
+    pub(crate) agent: AgentArgs,
+    /// The task store: `sqlite://FILE`, `postgres://...` (default: `[store] url`, else
+    /// `sqlite://pocket.db`).
+    #[arg(long, value_name = "URL")]
+    pub(crate) store: Option<String>,
+    /// Write logs to DIR/app_YYYY-MM-DD.log (overrides `[monitoring] log_dir`).
+    #[arg(long, value_name = "DIR")]
+    pub(crate) log_dir: Option<PathBuf>,
+}
+
+/// Runs a worker until SIGINT or SIGTERM, then shuts down gracefully: stops claiming, lets
+/// in-flight runs finish within the grace period (or leaves them checkpointed for another
+/// worker), and releases its leases.
+pub(crate) async fn run(
+    args: WorkerArgs,
+    config: Config,
+    monitoring: pocket_monitor::MonitorConfig,
+    logs: &pocket_monitor::LogGuard,
+) -> Result<(), Failure> {
+    let monitor = observe::monitor(monitoring, logs, true).map_err(Failure::Usage)?;
+    let mcp = match wiring::start_mcp(&config).await {
+        Ok(mcp) => mcp,
+        Err(e) => {
+            monitor.shutdown().await;
+            return Err(e.into());
+        }
+    };
+    let services = Services::new(mcp, monitor);
+    let result = work(args, &config, &services).await;
+    services.shutdown().await;
+    result
+}
+
+#[allow(clippy::print_stderr)] // the CLI's own status lines
+async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<(), Failure> {
+    let url = args
+        .store
+        .clone()
+        .unwrap_or_else(|| config.store.url.clone());
+    let store = pocket_cluster::open(&url, config.cluster.store_options())
+        .await
+        .map_err(|e| Failure::Usage(format!("--store {url}: {e}")))?;
+
+    // Agents are built once (MCP tools need async set-up); instances are cheap clones, and a
+    // replaced instance is a fresh clone of the configured agent.
+    let overrides = Overrides {
+        model: args.agent.model,
+        tools: args.agent.tools,
+    };
+    let mut names: Vec<String> = config.agents.keys().cloned().collect();
+    if names.is_empty() {
+        names.push("default".into());
+    }
+    let mut agents: HashMap<String, Agent> = HashMap::new();
+    for name in &names {
+        // No approver: nobody is at a terminal; dangerous calls are denied by the fail-safe.
+        let agent = wiring::build_agent(config, name, &overrides, None, services).await?;
+        agents.insert(name.clone(), agent);
+    }
+    let agents = Arc::new(agents);
+    let mut builder = Cluster::builder(store)
+        .config(config.cluster.clone())
+        .resilience(services.hub.clone())
+        .metrics(services.monitor.metrics().clone())
+        .factory({
+            let agents = agents.clone();
+            move |name| {
+                agents
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| format!("no agent named `{name}`").into())
+            }
+        });
+    for name in &names {
+        let caps = config
+            .agents
+            .get(name)
+            .map(|a| a.capabilities.clone())
+            .unwrap_or_default();
+        builder = builder.agent_with_capabilities(name.clone(), caps);
+    }
+    let cluster = builder
+        .build()
+        .map_err(|e| Failure::from(ConfigError::new(config.file(), "cluster", e.to_string())))?;
+    eprintln!(
+        "pocket worker {} serving {} on {}",
+        cluster.worker_id(),
+        names.join(", "),
+        redact(&url)
+    );
+    let stopped: Stopped = cluster
+        .run(shutdown_signal())
+        .await
+        .map_err(|e| Failure::Usage(format!("worker: {e}")))?;
+    eprintln!("pocket worker stopped: {stopped:?}");
+    Ok(())
+}
+
+/// SIGINT or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}
+
+/// A store URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn store_passwords_are_not_printed() {
+        assert_eq!(
+            redact("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+        assert_eq!(redact("sqlite://pocket.db"), "sqlite://pocket.db");
+    }
+}
