@@ -3,8 +3,9 @@
 //! Lifecycle of a task: `queued` → (claimed with a lease) `running` → `succeeded`, or
 //! `failed` (dead letter, after the last attempt), or back to `queued` with a later
 //! `run_after` (a scheduled retry), or `cancelled`. A lease that expires without a heartbeat
-//! (the worker died) makes the task claimable again; the next worker resumes it from its last
-//! checkpoint and journal. `waiting_approval` marks a running task blocked on a person.
+//! (the worker died) makes the task claimable again once [`TaskStore::reclaim_expired`] runs
+//! (or dead-letters it, if that was its last attempt); the next worker resumes it from its
+//! last checkpoint and journal. `waiting_approval` marks a running task blocked on a person.
 //!
 //! Every write that a worker makes on a task (heartbeat, checkpoint, journal, complete, fail)
 //! names the worker; a worker that lost its lease gets [`StoreError::LeaseLost`] and must stop
@@ -16,9 +17,11 @@
 //! | [`SqliteStore`] (feature `sqlite`) | the embedded default: one file, WAL | [`SqliteStore::open`] |
 //! | [`PostgresStore`] (feature `postgres`) | several machines on one database | [`PostgresStore::connect`] |
 //!
-//! [`open`] picks one from a URL. Time comes from a [`Clock`] in [`StoreOptions`] (never from
-//! the database), so leases and scheduled retries are tested with a [`ManualClock`]; the
-//! stores keep times as whole milliseconds since the Unix epoch.
+//! Both SQL features are on by default; `default-features = false, features = ["sqlite"]`
+//! leaves PostgreSQL (and its TLS stack) out. [`open`] picks a store from a URL. Time comes
+//! from a [`Clock`] in [`StoreOptions`] (never from the database), so leases and scheduled
+//! retries are tested with a [`ManualClock`]; the stores keep times as whole milliseconds
+//! since the Unix epoch. Every store passes `tests/store_conformance.rs`.
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")]
