@@ -1,0 +1,262 @@
+//! The OpenAI-compatible endpoint: `POST /v1/chat/completions` and `GET /v1/models`.
+//!
+//! A completion is a cluster task for the agent `model` names: the last message (a user
+//! message) is the task and the earlier ones go as `metadata.history`, so it is queued,
+//! balanced, retried and resumed like any task. The handler follows the task to its end.
+//! Streaming sends the role at once, the answer as one content chunk when the task
+//! succeeds (the cluster does not stream tokens), the finish chunk, an optional usage chunk
+//! (`stream_options.include_usage`) and `data: [DONE]`.
+
+use std::convert::Infallible;
+use std::future::ready;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::{StreamExt, stream};
+use pocket_agent::{Message, Usage};
+use pocket_cluster::{NewTask, TaskRecord, TaskStatus};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::Shared;
+use crate::error::{ApiError, OpenAiError};
+use crate::json::Json;
+use crate::watch::{self, Update};
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct ChatRequest {
+    model: String,
+    messages: Vec<ChatMessage>,
+    #[serde(default)]
+    stream: bool,
+    #[serde(default)]
+    stream_options: Option<StreamOptions>,
+}
+
+#[derive(Debug, Deserialize)]
+struct StreamOptions {
+    #[serde(default)]
+    include_usage: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct ChatMessage {
+    role: String,
+    #[serde(default)]
+    content: Value,
+}
+
+/// A message's text: a string, or the `text` parts of an array.
+fn text_of(content: &Value) -> Result<String, ApiError> {
+    match content {
+        Value::String(s) => Ok(s.clone()),
+        Value::Null => Ok(String::new()),
+        Value::Array(parts) => Ok(parts
+            .iter()
+            .filter_map(|p| p.get("text").and_then(Value::as_str))
+            .collect::<Vec<_>>()
+            .join("")),
+        _ => Err(ApiError::BadRequest(
+            "`content` must be a string or an array of parts".into(),
+        )),
+    }
+}
+
+/// The task and its history.
+fn split(messages: &[ChatMessage]) -> Result<(String, Vec<Message>), ApiError> {
+    let Some((last, earlier)) = messages.split_last() else {
+        return Err(ApiError::BadRequest("`messages` must not be empty".into()));
+    };
+    if last.role != "user" {
+        return Err(ApiError::BadRequest(
+            "the last message must have role `user`".into(),
+        ));
+    }
+    let task = text_of(&last.content)?;
+    let history = earlier
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let text = text_of(&m.content)?;
+            match m.role.as_str() {
+                "system" | "developer" => Ok(Message::system(text)),
+                "user" => Ok(Message::user(text)),
+                "assistant" => Ok(Message::assistant(text)),
+                other => Err(ApiError::BadRequest(format!(
+                    "messages[{i}]: role `{other}` is not supported"
+                ))),
+            }
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((task, history))
+}
+
+async fn agents(state: &Shared) -> Result<Vec<String>, ApiError> {
+    let report = state.cluster.report().await?;
+    Ok(report.scaling.iter().map(|s| s.agent.to_string()).collect())
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// The answer and usage of a terminal task, or why it has none.
+fn outcome(record: &TaskRecord) -> Result<(String, Usage), ApiError> {
+    match record.status {
+        TaskStatus::Succeeded => {
+            let result = record.result.clone().unwrap_or(Value::Null);
+            let answer = result
+                .get("answer")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned();
+            let usage = result
+                .get("usage")
+                .cloned()
+                .and_then(|u| serde_json::from_value(u).ok())
+                .unwrap_or_default();
+            Ok((answer, usage))
+        }
+        TaskStatus::Cancelled => Err(ApiError::TaskFailed("the task was cancelled".into())),
+        _ => Err(ApiError::TaskFailed(
+            record
+                .error
+                .clone()
+                .unwrap_or_else(|| "unknown error".into()),
+        )),
+    }
+}
+
+fn usage_json(u: &Usage) -> Value {
+    json!({
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.total(),
+    })
+}
+
+pub(crate) async fn completions(
+    State(state): State<Shared>,
+    body: Result<Json<ChatRequest>, ApiError>,
+) -> Result<Response, OpenAiError> {
+    let Json(request) = body?;
+    state.accepting()?;
+    let (task, history) = split(&request.messages)?;
+    if !agents(&state).await?.contains(&request.model) {
+        return Err(ApiError::NotFound(format!(
+            "the model `{}` does not exist (models are agent names; see /v1/models)",
+            request.model
+        ))
+        .into());
+    }
+    let mut new = NewTask::new(request.model.clone(), task);
+    new.metadata = json!({"history": history, "source": "chat.completions"});
+    let events = state.cluster.subscribe();
+    let id = state.cluster.submit(new).await?.id;
+    tracing::debug!(%id, model = %request.model, stream = request.stream, "chat completion submitted");
+    let chat_id = format!("chatcmpl-{id}");
+    let created = unix_now();
+    let model = request.model;
+    let end = watch::follow(
+        state.cluster.clone(),
+        id,
+        events,
+        state.draining.subscribe(),
+    )
+    .filter_map(|u| {
+        ready(match u {
+            Ok(Update::End(record)) => Some(outcome(&record)),
+            Ok(Update::Event(_)) => None,
+            Err(e) => Some(Err(e)),
+        })
+    })
+    .take(1);
+
+    if !request.stream {
+        let mut end = std::pin::pin!(end);
+        let (answer, usage) = end
+            .next()
+            .await
+            .unwrap_or_else(|| Err(ApiError::Internal("the task's updates ended early".into())))?;
+        let body = json!({
+            "id": chat_id,
+            "object": "chat.completion",
+            "created": created,
+            "model": model,
+            "system_fingerprint": null,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": answer, "refusal": null},
+                "logprobs": null,
+                "finish_reason": "stop",
+            }],
+            "usage": usage_json(&usage),
+        });
+        return Ok(axum::Json(body).into_response());
+    }
+
+    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
+    let chunk = move |choices: Value, usage: Option<Value>| {
+        let mut c = json!({
+            "id": chat_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            c["usage"] = u;
+        }
+        Event::default().data(c.to_string())
+    };
+    let first = chunk(
+        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
+        None,
+    );
+    let rest = end.flat_map(move |result| {
+        let events = match result {
+            Ok((answer, usage)) => {
+                let mut events = vec![
+                    chunk(
+                        json!([{"index": 0, "delta": {"content": answer}, "logprobs": null, "finish_reason": null}]),
+                        None,
+                    ),
+                    chunk(
+                        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
+                        None,
+                    ),
+                ];
+                if include_usage {
+                    events.push(chunk(json!([]), Some(usage_json(&usage))));
+                }
+                events
+            }
+            Err(e) => vec![Event::default().data(
+                json!({"error": {"type": e.kind(), "message": e.to_string(), "param": null, "code": e.kind()}})
+                    .to_string(),
+            )],
+        };
+        stream::iter(events)
+    });
+    let stream = stream::once(ready(first))
+        .chain(rest)
+        .chain(stream::once(ready(Event::default().data("[DONE]"))))
+        .map(Ok::<_, Infallible>);
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+pub(crate) async fn models(State(state): State<Shared>) -> Result<axum::Json<Value>, OpenAiError> {
+    let data: Vec<Value> = agents(&state)
+        .await?
+        .into_iter()
+        .map(|id| json!({"id": id, "object": "model", "created": 0, "owned_by": "pocket"}))
+        .collect();
+    Ok(axum::Json(json!({"object": "list", "data": data})))
+}

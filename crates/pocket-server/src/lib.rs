@@ -1,0 +1,299 @@
+//! The Pocket Agent HTTP API: tasks with server-sent events, probes, Prometheus metrics, the
+//! health and cluster reports, and an OpenAI-compatible chat endpoint, over a [`Cluster`].
+//!
+//! Routes (all JSON unless said; all but `/healthz` and `/readyz` need
+//! `Authorization: Bearer KEY` when keys are configured):
+//!
+//! | route | what |
+//! |---|---|
+//! | `POST /v1/tasks` | `{task, agent?, priority?, capabilities?, idempotency_key?}` → 202 `{id}` |
+//! | `GET /v1/tasks/{id}` | the task ([`TaskView`]; timestamps RFC 3339, UTC) |
+//! | `DELETE /v1/tasks/{id}` | cancels (404 unknown, 409 finished) |
+//! | `GET /v1/tasks/{id}/events` | SSE of the task's [`ClusterEvent`](pocket_cluster::ClusterEvent)s, ending with `end` |
+//! | `GET /healthz`, `GET /readyz` | liveness; readiness (store answers, an instance is up) |
+//! | `GET /metrics` | Prometheus text |
+//! | `GET /v1/health`, `GET /v1/cluster` | health report; system report |
+//! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible; `model` names an agent |
+//!
+//! Errors are `{"error": {"type", "message"}}` with status 400, 401, 404, 409, 413, 429
+//! (with `Retry-After`), 500, 503 or 504; see [`ApiError`].
+//!
+//! ```no_run
+//! # async fn example(cluster: pocket_cluster::Cluster) -> Result<(), Box<dyn std::error::Error>> {
+//! use pocket_server::Server;
+//!
+//! let server = Server::builder(cluster.clone())
+//!     .api_keys(["secret-key"])
+//!     .build()?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:7878").await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let signal = async move { let _ = stopped.await; };
+//! # drop(stop);
+//! server.serve(listener, signal).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! This crate has no cargo features.
+
+mod auth;
+mod chat;
+mod error;
+mod json;
+mod probes;
+mod tasks;
+mod watch;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use pocket_cluster::Cluster;
+use pocket_monitor::Monitor;
+use pocket_resilience::ResilienceHub;
+use tokio::net::TcpListener;
+
+pub use error::{ApiError, OpenAiError};
+pub use tasks::{CreateTask, TaskView};
+
+/// The default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+/// The default time limit for producing a response: 5 minutes (a chat completion waits for
+/// its task). Streams, once started, are not limited.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a server could not be built.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// An API key is empty (after trimming).
+    #[error("an API key is empty")]
+    EmptyKey,
+    /// The body limit is 0.
+    #[error("the request body limit must be above 0")]
+    ZeroBodyLimit,
+    /// The request time limit is 0.
+    #[error("the request time limit must be above 0")]
+    ZeroTimeout,
+}
+
+/// Builds a [`Server`]; see [`Server::builder`].
+#[must_use]
+#[derive(Debug)]
+pub struct ServerBuilder {
+    cluster: Cluster,
+    monitor: Option<Monitor>,
+    hub: Option<ResilienceHub>,
+    keys: Vec<String>,
+    body_limit: usize,
+    timeout: Duration,
+    default_agent: Option<String>,
+}
+
+impl ServerBuilder {
+    /// Serves `/metrics` and the monitor half of `/v1/health`, and counts open connections.
+    /// Default: none (`/metrics` is empty).
+    pub fn monitor(mut self, monitor: Monitor) -> Self {
+        self.monitor = Some(monitor);
+        self
+    }
+
+    /// Adds the resilience health report to `/v1/health`. Default: none.
+    pub fn resilience(mut self, hub: ResilienceHub) -> Self {
+        self.hub = Some(hub);
+        self
+    }
+
+    /// Accepted bearer keys (blank entries ignored; surrounding whitespace trimmed). Default:
+    /// none, which leaves the API **open** (a warning is logged at start).
+    pub fn api_keys(mut self, keys: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.keys = keys
+            .into_iter()
+            .map(Into::into)
+            .map(|k| k.trim().to_owned())
+            .collect();
+        self
+    }
+
+    /// Keys from a comma-separated list such as the `POCKET_API_KEYS` variable's value.
+    pub fn api_keys_csv(self, csv: &str) -> Self {
+        self.api_keys(csv.split(',').filter(|k| !k.trim().is_empty()))
+    }
+
+    /// Largest request body in bytes; beyond it, 413. Default: [`DEFAULT_BODY_LIMIT`].
+    pub fn body_limit(mut self, bytes: usize) -> Self {
+        self.body_limit = bytes;
+        self
+    }
+
+    /// Time limit for producing a response; beyond it, 504. Default:
+    /// [`DEFAULT_REQUEST_TIMEOUT`].
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The agent of a `POST /v1/tasks` that names none. Default: `default`.
+    pub fn default_agent(mut self, name: impl Into<String>) -> Self {
+        self.default_agent = Some(name.into());
+        self
+    }
+
+    /// Builds the server.
+    ///
+    /// # Errors
+    /// [`BuildError`] for an empty key, a zero body limit or a zero time limit.
+    pub fn build(self) -> Result<Server, BuildError> {
+        if self.keys.iter().any(String::is_empty) {
+            return Err(BuildError::EmptyKey);
+        }
+        if self.body_limit == 0 {
+            return Err(BuildError::ZeroBodyLimit);
+        }
+        if self.timeout.is_zero() {
+            return Err(BuildError::ZeroTimeout);
+        }
+        Ok(Server {
+            state: Arc::new(AppState {
+                cluster: self.cluster,
+                monitor: self.monitor,
+                hub: self.hub,
+                keys: auth::Keys::new(self.keys),
+                body_limit: self.body_limit,
+                timeout: self.timeout,
+                default_agent: self.default_agent.unwrap_or_else(|| "default".into()),
+                draining: tokio::sync::watch::Sender::new(false),
+            }),
+        })
+    }
+}
+
+/// What every handler shares.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    pub(crate) cluster: Cluster,
+    pub(crate) monitor: Option<Monitor>,
+    pub(crate) hub: Option<ResilienceHub>,
+    pub(crate) keys: auth::Keys,
+    pub(crate) body_limit: usize,
+    pub(crate) timeout: Duration,
+    pub(crate) default_agent: String,
+    /// `true` once draining; event streams end when it turns.
+    pub(crate) draining: tokio::sync::watch::Sender<bool>,
+}
+
+impl AppState {
+    /// 503 while the server drains.
+    pub(crate) fn accepting(&self) -> Result<(), ApiError> {
+        if *self.draining.borrow() {
+            Err(ApiError::Unavailable("the server is shutting down".into()))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+pub(crate) type Shared = Arc<AppState>;
+
+/// The HTTP API over a cluster: a cheap-clone handle.
+#[derive(Debug, Clone)]
+pub struct Server {
+    state: Shared,
+}
+
+impl Server {
+    /// Starts building a server over `cluster`.
+    pub fn builder(cluster: Cluster) -> ServerBuilder {
+        ServerBuilder {
+            cluster,
+            monitor: None,
+            hub: None,
+            keys: Vec::new(),
+            body_limit: DEFAULT_BODY_LIMIT,
+            timeout: DEFAULT_REQUEST_TIMEOUT,
+            default_agent: None,
+        }
+    }
+
+    /// The routes, with auth, the body limit and the time limit applied.
+    pub fn router(&self) -> Router {
+        let state = self.state.clone();
+        let api = Router::new()
+            .route("/v1/tasks", post(tasks::create))
+            .route("/v1/tasks/{id}", get(tasks::get).delete(tasks::cancel))
+            .route("/v1/tasks/{id}/events", get(tasks::events))
+            .route("/v1/health", get(probes::health))
+            .route("/v1/cluster", get(probes::cluster))
+            .route("/metrics", get(probes::metrics))
+            .route("/v1/chat/completions", post(chat::completions))
+            .route("/v1/models", get(chat::models))
+            .fallback(not_found)
+            .route_layer(middleware::from_fn_with_state(
+                state.clone(),
+                auth::require_key,
+            ));
+        Router::new()
+            .route("/healthz", get(probes::healthz))
+            .route("/readyz", get(probes::readyz))
+            .merge(api)
+            .fallback(not_found)
+            .layer(middleware::from_fn_with_state(state.clone(), guard))
+            .layer(DefaultBodyLimit::max(state.body_limit))
+            .with_state(state)
+    }
+
+    /// Stops taking new work: from now on task submissions and chat completions get 503 and
+    /// `/readyz` says 503; open event streams end with an `error` event. [`serve`](Self::serve) calls it when its signal fires.
+    pub fn drain(&self) {
+        self.state.draining.send_replace(true);
+    }
+
+    /// Serves on `listener` until `signal` resolves, then drains (see [`drain`](Self::drain)),
+    /// begins the cluster's graceful shutdown ([`Cluster::shutdown`]) and shuts down the HTTP
+    /// side gracefully: requests in progress finish; no new connections are accepted.
+    ///
+    /// # Errors
+    /// The listener's I/O errors.
+    pub async fn serve(
+        &self,
+        listener: TcpListener,
+        signal: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        if self.state.keys.is_empty() {
+            tracing::warn!(
+                "no API keys configured: the HTTP API is open to anyone who can reach it"
+            );
+        }
+        let addr = listener.local_addr()?;
+        tracing::info!(%addr, "HTTP API listening");
+        let this = self.clone();
+        let shutdown = async move {
+            signal.await;
+            tracing::info!("HTTP API shutting down");
+            this.drain();
+            this.state.cluster.shutdown();
+        };
+        axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// Counts connections, tells the JSON extractor the body limit, and applies the time limit.
+async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Response {
+    let _connection = state.monitor.as_ref().map(|m| m.metrics().connection());
+    req.extensions_mut()
+        .insert(json::BodyLimit(state.body_limit));
+    match tokio::time::timeout(state.timeout, next.run(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::Timeout(state.timeout).into_response(),
+    }
+}
+
+async fn not_found() -> ApiError {
+    ApiError::NotFound("no such route".into())
+}

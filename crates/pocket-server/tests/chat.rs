@@ -1,0 +1,193 @@
+//! The OpenAI-compatible endpoint.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use eventsource_stream::Eventsource;
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use support::{Harness, Options};
+
+fn request(stream: bool) -> Value {
+    json!({
+        "model": "helper",
+        "temperature": 0.2,
+        "stream": stream,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "earlier question"},
+            {"role": "assistant", "content": "earlier answer"},
+            {"role": "user", "content": [{"type": "text", "text": "what now"}]},
+        ],
+    })
+}
+
+const ANSWER: &str = "I have no tool for this. You asked: what now";
+
+#[tokio::test]
+async fn completion_runs_the_agent_and_answers_in_openai_shape() {
+    let mut h = Harness::start(Options::default()).await;
+    h.run_cluster();
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["object"], "chat.completion");
+    assert_eq!(body["model"], "helper");
+    assert!(body["id"].as_str().unwrap().starts_with("chatcmpl-"));
+    assert!(body["created"].as_u64().unwrap() > 1_600_000_000);
+    let choices = body["choices"].as_array().unwrap();
+    assert_eq!(choices.len(), 1);
+    assert_eq!(choices[0]["index"], 0);
+    assert_eq!(choices[0]["finish_reason"], "stop");
+    assert_eq!(choices[0]["message"]["role"], "assistant");
+    assert_eq!(choices[0]["message"]["content"], ANSWER);
+    let usage = &body["usage"];
+    let (input, output) = (
+        usage["prompt_tokens"].as_u64().unwrap(),
+        usage["completion_tokens"].as_u64().unwrap(),
+    );
+    assert!(input > 0 && output > 0, "{usage}");
+    assert_eq!(usage["total_tokens"].as_u64().unwrap(), input + output);
+
+    // The task behind it carries the history.
+    let task_id = body["id"].as_str().unwrap().trim_start_matches("chatcmpl-");
+    let record = h
+        .cluster
+        .store()
+        .get(&pocket_cluster::TaskId(task_id.into()))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.task, "what now");
+    assert_eq!(
+        record.metadata["history"],
+        json!([
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": "earlier question"},
+            {"role": "assistant", "content": "earlier answer"},
+        ])
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn streaming_completion_sends_chunks_then_done() {
+    let mut h = Harness::start(Options::default()).await;
+    h.run_cluster();
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "text/event-stream"
+    );
+    let data: Vec<String> = resp
+        .bytes_stream()
+        .eventsource()
+        .map(|e| e.unwrap().data)
+        .collect()
+        .await;
+    assert_eq!(data.len(), 5, "{data:?}");
+    assert_eq!(data[4], "[DONE]");
+    let chunks: Vec<Value> = data[..4]
+        .iter()
+        .map(|d| serde_json::from_str(d).unwrap())
+        .collect();
+    let id = chunks[0]["id"].as_str().unwrap();
+    for c in &chunks {
+        assert_eq!(c["object"], "chat.completion.chunk");
+        assert_eq!(c["model"], "helper");
+        assert_eq!(c["id"], id);
+    }
+    assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
+    assert_eq!(chunks[1]["choices"][0]["delta"]["content"], ANSWER);
+    assert!(chunks[1]["choices"][0]["finish_reason"].is_null());
+    assert_eq!(chunks[2]["choices"][0]["delta"], json!({}));
+    assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[3]["choices"], json!([]));
+    let usage = &chunks[3]["usage"];
+    assert_eq!(
+        usage["total_tokens"].as_u64().unwrap(),
+        usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
+    );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn errors_use_openai_shape() {
+    let h = Harness::start(Options::default()).await;
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "nobody", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 404);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "not_found");
+    assert_eq!(body["error"]["code"], "not_found");
+    assert!(body["error"]["param"].is_null());
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`nobody`")
+    );
+
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&json!({"model": "helper", "messages": [{"role": "assistant", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        body["error"]["message"],
+        "the last message must have role `user`"
+    );
+    assert!(body["error"]["param"].is_null());
+
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&json!({"messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let body: Value = resp.json().await.unwrap();
+    assert!(body["error"]["message"].as_str().unwrap().contains("model"));
+    assert_eq!(body["error"]["code"], "invalid_request");
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn models_lists_the_agents() {
+    let h = Harness::start(Options::default()).await;
+    let body: Value = h
+        .get("/v1/models")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body,
+        json!({"object": "list", "data": [
+            {"id": "default", "object": "model", "created": 0, "owned_by": "pocket"},
+            {"id": "helper", "object": "model", "created": 0, "owned_by": "pocket"},
+        ]})
+    );
+    h.stop().await;
+}

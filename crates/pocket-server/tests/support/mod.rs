@@ -1,0 +1,166 @@
+//! A server over a cluster on the in-memory store with `sim` agents, on 127.0.0.1:0.
+#![allow(dead_code, unreachable_pub, clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::Duration;
+
+use pocket_agent::Agent;
+use pocket_cluster::{Cluster, ClusterConfig};
+use pocket_models::{SimConfig, SimModel};
+use pocket_monitor::{Monitor, MonitorConfig};
+use pocket_resilience::ResilienceHub;
+use pocket_server::Server;
+use serde_json::Value;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+pub const KEY: &str = "test-key-123";
+
+/// Agents every harness serves.
+pub const AGENTS: [&str; 2] = ["default", "helper"];
+
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    pub max_queued: Option<u64>,
+    pub body_limit: Option<usize>,
+    pub timeout: Option<Duration>,
+}
+
+pub struct Harness {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub cluster: Cluster,
+    pub server: Server,
+    pub monitor: Monitor,
+    stop: watch::Sender<bool>,
+    serving: JoinHandle<std::io::Result<()>>,
+    running: Option<JoinHandle<()>>,
+}
+
+async fn stopped(mut rx: watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl Harness {
+    pub async fn start(options: Options) -> Self {
+        let config = ClusterConfig {
+            poll_interval_ms: 20,
+            ..ClusterConfig::default()
+        };
+        let mut store_options = config.store_options();
+        if let Some(limit) = options.max_queued {
+            store_options = store_options
+                .max_queued(limit)
+                .queue_full_retry_after(Duration::from_secs(7));
+        }
+        let store = pocket_cluster::open("memory:", store_options)
+            .await
+            .unwrap();
+        let mut builder = Cluster::builder(store).config(config).factory(|name| {
+            Ok(Agent::builder(SimModel::new(SimConfig::default()))
+                .name(name)
+                .build()?)
+        });
+        for name in AGENTS {
+            builder = builder.agent(name);
+        }
+        let cluster = builder.build().unwrap();
+        let monitor = Monitor::new(MonitorConfig::default()).unwrap();
+        let mut server = Server::builder(cluster.clone())
+            .monitor(monitor.clone())
+            .resilience(ResilienceHub::new())
+            .api_keys([KEY, "second-key"]);
+        if let Some(limit) = options.body_limit {
+            server = server.body_limit(limit);
+        }
+        if let Some(t) = options.timeout {
+            server = server.request_timeout(t);
+        }
+        let server = server.build().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, rx) = watch::channel(false);
+        let serving = tokio::spawn({
+            let server = server.clone();
+            async move { server.serve(listener, stopped(rx)).await }
+        });
+        Self {
+            base,
+            client: reqwest::Client::new(),
+            cluster,
+            server,
+            monitor,
+            stop,
+            serving,
+            running: None,
+        }
+    }
+
+    /// Starts working off the queue.
+    pub fn run_cluster(&mut self) {
+        let cluster = self.cluster.clone();
+        let rx = self.stop.subscribe();
+        self.running = Some(tokio::spawn(async move {
+            cluster.run(stopped(rx)).await.unwrap();
+        }));
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn get(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.get(self.url(path)).bearer_auth(KEY)
+    }
+
+    pub fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.url(path)).bearer_auth(KEY)
+    }
+
+    pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
+        self.client.delete(self.url(path)).bearer_auth(KEY)
+    }
+
+    /// Submits a task; returns its id.
+    pub async fn submit(&self, body: Value) -> String {
+        let resp = self.post("/v1/tasks").json(&body).send().await.unwrap();
+        assert_eq!(resp.status(), 202);
+        let body: Value = resp.json().await.unwrap();
+        body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls until the task is terminal; returns its view.
+    pub async fn wait_terminal(&self, id: &str) -> Value {
+        for _ in 0..500 {
+            let view: Value = self
+                .get(&format!("/v1/tasks/{id}"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if ["succeeded", "failed", "cancelled"].contains(&view["status"].as_str().unwrap()) {
+                return view;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("task {id} did not finish");
+    }
+
+    /// Stops the server and the cluster and waits for both.
+    pub async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        self.serving.await.unwrap().unwrap();
+        if let Some(running) = self.running.take() {
+            running.await.unwrap();
+        }
+    }
+}
+
+/// Asserts the JSON error shape and returns the message.
+pub async fn expect_error(resp: reqwest::Response, status: u16, kind: &str) -> String {
+    assert_eq!(resp.status(), status);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], kind, "body: {body}");
+    body["error"]["message"].as_str().unwrap().to_owned()
+}
