@@ -14,6 +14,8 @@
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/health`, `GET /v1/cluster` | health report; system report |
 //! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible; `model` names an agent |
+//! | `GET /v1/approvals`, `POST /v1/approvals/{id}` | pending approvals ([`HttpApprover`]); `{decision: "approve"\|"deny", reason?}` |
+//! | `GET /` | the dashboard (static, open: it holds no data and sends the key the user enters) |
 //!
 //! Errors are `{"error": {"type", "message"}}` with status 400, 401, 404, 409, 413, 429
 //! (with `Retry-After`), 500, 503 or 504; see [`ApiError`].
@@ -35,6 +37,7 @@
 //!
 //! This crate has no cargo features.
 
+mod approvals;
 mod auth;
 mod chat;
 mod error;
@@ -57,6 +60,7 @@ use pocket_monitor::Monitor;
 use pocket_resilience::ResilienceHub;
 use tokio::net::TcpListener;
 
+pub use approvals::{HttpApprover, PendingApproval};
 pub use error::{ApiError, OpenAiError};
 pub use tasks::{CreateTask, TaskView};
 
@@ -88,6 +92,7 @@ pub struct ServerBuilder {
     cluster: Cluster,
     monitor: Option<Monitor>,
     hub: Option<ResilienceHub>,
+    approver: Option<HttpApprover>,
     keys: Vec<String>,
     body_limit: usize,
     timeout: Duration,
@@ -105,6 +110,14 @@ impl ServerBuilder {
     /// Adds the resilience health report to `/v1/health`. Default: none.
     pub fn resilience(mut self, hub: ResilienceHub) -> Self {
         self.hub = Some(hub);
+        self
+    }
+
+    /// Serves `GET /v1/approvals` and `POST /v1/approvals/{id}` from this approver (give
+    /// the same one to the agents), and lets it mark tasks `waiting_approval`. Default: none
+    /// (the list is empty; answers are 404).
+    pub fn approvals(mut self, approver: HttpApprover) -> Self {
+        self.approver = Some(approver);
         self
     }
 
@@ -157,8 +170,12 @@ impl ServerBuilder {
         if self.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
         }
+        if let Some(approver) = &self.approver {
+            approver.attach(self.cluster.clone());
+        }
         Ok(Server {
             state: Arc::new(AppState {
+                approver: self.approver,
                 cluster: self.cluster,
                 monitor: self.monitor,
                 hub: self.hub,
@@ -178,6 +195,7 @@ pub(crate) struct AppState {
     pub(crate) cluster: Cluster,
     pub(crate) monitor: Option<Monitor>,
     pub(crate) hub: Option<ResilienceHub>,
+    pub(crate) approver: Option<HttpApprover>,
     pub(crate) keys: auth::Keys,
     pub(crate) body_limit: usize,
     pub(crate) timeout: Duration,
@@ -212,6 +230,7 @@ impl Server {
             cluster,
             monitor: None,
             hub: None,
+            approver: None,
             keys: Vec::new(),
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_REQUEST_TIMEOUT,
@@ -231,6 +250,8 @@ impl Server {
             .route("/metrics", get(probes::metrics))
             .route("/v1/chat/completions", post(chat::completions))
             .route("/v1/models", get(chat::models))
+            .route("/v1/approvals", get(approvals::list))
+            .route("/v1/approvals/{id}", post(approvals::decide))
             .fallback(not_found)
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -239,6 +260,8 @@ impl Server {
         Router::new()
             .route("/healthz", get(probes::healthz))
             .route("/readyz", get(probes::readyz))
+            // A static page with no data; it asks for a key and sends it on every call.
+            .route("/", get(dashboard))
             .merge(api)
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -292,6 +315,11 @@ async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Res
         Ok(response) => response,
         Err(_) => ApiError::Timeout(state.timeout).into_response(),
     }
+}
+
+/// The dashboard page (offline: no CDN).
+async fn dashboard() -> axum::response::Html<&'static str> {
+    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn not_found() -> ApiError {

@@ -5,7 +5,7 @@ mod support;
 
 use support::{Harness, Options, expect_error};
 
-const PROTECTED: [(&str, &str); 9] = [
+const PROTECTED: [(&str, &str); 11] = [
     ("POST", "/v1/tasks"),
     ("GET", "/v1/tasks/x"),
     ("DELETE", "/v1/tasks/x"),
@@ -15,6 +15,8 @@ const PROTECTED: [(&str, &str); 9] = [
     ("GET", "/metrics"),
     ("POST", "/v1/chat/completions"),
     ("GET", "/v1/models"),
+    ("GET", "/v1/approvals"),
+    ("POST", "/v1/approvals/apr-0"),
 ];
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use pocket_cluster::{Cluster, ClusterConfig};
 use pocket_models::{SimConfig, SimModel};
 use pocket_monitor::{Monitor, MonitorConfig};
 use pocket_resilience::ResilienceHub;
-use pocket_server::Server;
+use pocket_server::{HttpApprover, Server};
 use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -31,6 +31,7 @@ pub struct Harness {
     pub cluster: Cluster,
     pub server: Server,
     pub monitor: Monitor,
+    pub approver: HttpApprover,
     stop: watch::Sender<bool>,
     serving: JoinHandle<std::io::Result<()>>,
     running: Option<JoinHandle<()>>,
@@ -65,9 +66,11 @@ impl Harness {
         }
         let cluster = builder.build().unwrap();
         let monitor = Monitor::new(MonitorConfig::default()).unwrap();
+        let approver = HttpApprover::new();
         let mut server = Server::builder(cluster.clone())
             .monitor(monitor.clone())
             .resilience(ResilienceHub::new())
+            .approvals(approver.clone())
             .api_keys([KEY, "second-key"]);
         if let Some(limit) = options.body_limit {
             server = server.body_limit(limit);
@@ -89,6 +92,7 @@ impl Harness {
             cluster,
             server,
             monitor,
+            approver,
             stop,
             serving,
             running: None,

@@ -1,0 +1,143 @@
+//! Approvals over HTTP and the dashboard.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+
+use pocket_agent::{Approval, ApprovalRequest, Approver, Risk};
+use serde_json::{Value, json};
+use support::{Harness, Options, expect_error};
+
+fn request(call: &str) -> ApprovalRequest {
+    ApprovalRequest {
+        run_id: Arc::from("run-1"),
+        agent: Arc::from("default"),
+        call_id: call.into(),
+        tool: "shell".into(),
+        risk: Risk::Dangerous,
+        arguments: json!({"command": "rm -rf /tmp/x"}),
+    }
+}
+
+async fn pending(h: &Harness, n: usize) -> Vec<Value> {
+    for _ in 0..200 {
+        let body: Value = h
+            .get("/v1/approvals")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let list = body["approvals"].as_array().unwrap().clone();
+        if list.len() == n {
+            return list;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("never saw {n} pending approvals");
+}
+
+#[tokio::test]
+async fn pending_requests_are_listed_and_answered_over_http() {
+    let h = Harness::start(Options::default()).await;
+    assert_eq!(pending(&h, 0).await, Vec::<Value>::new());
+    let approver = h.approver.clone();
+    let first = tokio::spawn(async move { approver.approve(&request("call-1")).await });
+    let list = pending(&h, 1).await;
+    let approver = h.approver.clone();
+    let second = tokio::spawn(async move { approver.approve(&request("call-2")).await });
+    let list2 = pending(&h, 2).await;
+    assert_eq!(list2[0], list[0]);
+    let a = &list[0];
+    assert_eq!(a["run_id"], "run-1");
+    assert_eq!(a["agent"], "default");
+    assert_eq!(a["call_id"], "call-1");
+    assert_eq!(a["tool"], "shell");
+    assert_eq!(a["risk"], "dangerous");
+    assert_eq!(a["arguments"], json!({"command": "rm -rf /tmp/x"}));
+    assert!(a["requested_at"].as_str().unwrap().ends_with('Z'));
+
+    let id1 = list2[0]["id"].as_str().unwrap();
+    let id2 = list2[1]["id"].as_str().unwrap();
+    let resp = h
+        .post(&format!("/v1/approvals/{id1}"))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        resp.json::<Value>().await.unwrap(),
+        json!({"id": id1, "decision": "approve"})
+    );
+    assert_eq!(first.await.unwrap().unwrap(), Approval::Approve);
+
+    let resp = h
+        .post(&format!("/v1/approvals/{id2}"))
+        .json(&json!({"decision": "deny", "reason": "not today"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(
+        second.await.unwrap().unwrap(),
+        Approval::Deny("not today".into())
+    );
+    assert_eq!(pending(&h, 0).await, Vec::<Value>::new());
+
+    // Answered already: gone.
+    let resp = h
+        .post(&format!("/v1/approvals/{id1}"))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    expect_error(resp, 404, "not_found").await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_bad_decision_is_400_and_an_abandoned_request_disappears() {
+    let h = Harness::start(Options::default()).await;
+    let approver = h.approver.clone();
+    let asking = tokio::spawn(async move { approver.approve(&request("call-1")).await });
+    let list = pending(&h, 1).await;
+    let id = list[0]["id"].as_str().unwrap();
+    let resp = h
+        .post(&format!("/v1/approvals/{id}"))
+        .json(&json!({"decision": "maybe"}))
+        .send()
+        .await
+        .unwrap();
+    let message = expect_error(resp, 400, "invalid_request").await;
+    assert!(message.contains("maybe"), "{message}");
+    // The agent stops waiting (its approval timeout): the request is withdrawn.
+    asking.abort();
+    let _ = asking.await;
+    assert_eq!(pending(&h, 0).await, Vec::<Value>::new());
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn the_dashboard_is_a_self_contained_page() {
+    let h = Harness::start(Options::default()).await;
+    let resp = h.client.get(h.url("/")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = resp.text().await.unwrap();
+    for path in ["/v1/cluster", "/v1/health", "/v1/approvals"] {
+        assert!(page.contains(path), "{path}");
+    }
+    assert!(
+        !page.contains("http://") && !page.contains("https://"),
+        "no CDN"
+    );
+    h.stop().await;
+}
