@@ -141,3 +141,43 @@ async fn the_dashboard_is_a_self_contained_page() {
     );
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_dangerous_call_waits_for_approval_through_the_cluster() {
+    let mut h = Harness::start(Options {
+        dangerous_tool: true,
+        ..Options::default()
+    })
+    .await;
+    h.run_cluster();
+    let id = h.submit(json!({"task": "launch 'the rocket'"})).await;
+    let list = pending(&h, 1).await;
+    assert_eq!(list[0]["run_id"], id.as_str());
+    assert_eq!(list[0]["tool"], "launch");
+    assert_eq!(list[0]["arguments"], json!({"target": "the rocket"}));
+    let view: Value = h
+        .get(&format!("/v1/tasks/{id}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "waiting_approval");
+
+    let approval = list[0]["id"].as_str().unwrap();
+    let resp = h
+        .post(&format!("/v1/approvals/{approval}"))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let view = h.wait_terminal(&id).await;
+    assert_eq!(view["status"], "succeeded");
+    assert_eq!(
+        view["result"]["answer"],
+        "launch returned: the rocket is away"
+    );
+    h.stop().await;
+}

@@ -23,6 +23,42 @@ pub struct Options {
     pub max_queued: Option<u64>,
     pub body_limit: Option<usize>,
     pub timeout: Option<Duration>,
+    /// Agents get the dangerous [`Launch`] tool and the harness's approver.
+    pub dangerous_tool: bool,
+}
+
+/// A dangerous tool: approval required.
+pub struct Launch;
+
+#[derive(serde::Deserialize, schemars::JsonSchema)]
+pub struct LaunchArgs {
+    /// What to launch.
+    pub target: String,
+}
+
+impl pocket_agent::Tool for Launch {
+    type Args = LaunchArgs;
+    type Output = String;
+
+    fn name(&self) -> &str {
+        "launch"
+    }
+
+    fn description(&self) -> &str {
+        "Launches something."
+    }
+
+    fn risk(&self) -> pocket_agent::Risk {
+        pocket_agent::Risk::Dangerous
+    }
+
+    async fn call(
+        &self,
+        args: LaunchArgs,
+        _: &pocket_agent::ToolContext,
+    ) -> Result<String, pocket_agent::ToolError> {
+        Ok(format!("{} is away", args.target))
+    }
 }
 
 pub struct Harness {
@@ -56,17 +92,21 @@ impl Harness {
         let store = pocket_cluster::open("memory:", store_options)
             .await
             .unwrap();
-        let mut builder = Cluster::builder(store).config(config).factory(|name| {
-            Ok(Agent::builder(SimModel::new(SimConfig::default()))
-                .name(name)
-                .build()?)
+        let approver = HttpApprover::new();
+        let dangerous = options.dangerous_tool;
+        let agent_approver = approver.clone();
+        let mut builder = Cluster::builder(store).config(config).factory(move |name| {
+            let mut agent = Agent::builder(SimModel::new(SimConfig::default())).name(name);
+            if dangerous {
+                agent = agent.tool(Launch).approver(agent_approver.clone());
+            }
+            Ok(agent.build()?)
         });
         for name in AGENTS {
             builder = builder.agent(name);
         }
         let cluster = builder.build().unwrap();
         let monitor = Monitor::new(MonitorConfig::default()).unwrap();
-        let approver = HttpApprover::new();
         let mut server = Server::builder(cluster.clone())
             .monitor(monitor.clone())
             .resilience(ResilienceHub::new())
