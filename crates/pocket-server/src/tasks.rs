@@ -78,14 +78,19 @@ impl From<&TaskRecord> for TaskView {
     }
 }
 
-/// RFC 3339 in UTC, to the millisecond.
+/// RFC 3339 in UTC with exactly three fractional digits, so the strings sort by time.
 pub(crate) fn rfc3339(t: SystemTime) -> String {
     let t = time::OffsetDateTime::from(t);
-    let t = t
-        .replace_nanosecond(t.millisecond() as u32 * 1_000_000)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default()
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
 }
 
 pub(crate) async fn create(
@@ -190,4 +195,20 @@ pub(crate) async fn events(
         })
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::rfc3339;
+
+    #[test]
+    fn rfc3339_always_has_milliseconds_so_it_sorts() {
+        let whole = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(rfc3339(whole), "2023-11-14T22:13:20.000Z");
+        let later = whole + Duration::from_millis(7);
+        assert_eq!(rfc3339(later), "2023-11-14T22:13:20.007Z");
+        assert!(rfc3339(later) > rfc3339(whole));
+    }
 }
