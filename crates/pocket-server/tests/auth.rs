@@ -70,3 +70,28 @@ async fn any_configured_key_is_accepted() {
     }
     h.stop().await;
 }
+
+#[tokio::test]
+async fn keys_from_a_comma_separated_variable_are_trimmed_and_blanks_skipped() {
+    let h = Harness::start(Options {
+        keys_csv: Some(" alpha, ,beta ,".into()),
+        ..Options::default()
+    })
+    .await;
+    for (key, status) in [
+        ("alpha", 200),
+        ("beta", 200),
+        (support::KEY, 401),
+        ("", 401),
+    ] {
+        let resp = h
+            .client
+            .get(h.url("/v1/models"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), status, "key `{key}`");
+    }
+    h.stop().await;
+}

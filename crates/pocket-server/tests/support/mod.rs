@@ -25,6 +25,8 @@ pub struct Options {
     pub timeout: Option<Duration>,
     /// Agents get the dangerous [`Launch`] tool and the harness's approver.
     pub dangerous_tool: bool,
+    /// Keys as `POCKET_API_KEYS` gives them, instead of [`KEY`] and `second-key`.
+    pub keys_csv: Option<String>,
 }
 
 /// A dangerous tool: approval required.
@@ -112,6 +114,9 @@ impl Harness {
             .resilience(ResilienceHub::new())
             .approvals(approver.clone())
             .api_keys([KEY, "second-key"]);
+        if let Some(csv) = &options.keys_csv {
+            server = server.api_keys_csv(csv);
+        }
         if let Some(limit) = options.body_limit {
             server = server.body_limit(limit);
         }
