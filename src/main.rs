@@ -4,6 +4,7 @@ mod approve;
 mod config;
 mod demo;
 mod observe;
+mod serve;
 mod wiring;
 mod worker;
 
@@ -31,6 +32,8 @@ enum Command {
     Run(RunArgs),
     /// Run a batch of tasks offline on the `sim` model with injected faults, and report.
     Demo(demo::DemoArgs),
+    /// The whole runtime: HTTP API, dispatcher, workers, monitoring, dashboard.
+    Serve(serve::ServeArgs),
     /// Work off the task store's queue (no API): several workers may share one store.
     Worker(worker::WorkerArgs),
 }
@@ -90,6 +93,11 @@ fn main() -> ExitCode {
         ),
         // The demo's progress bar and report are its output; failed runs are in the report.
         Command::Demo(a) => (Ok(Config::default()), Some(a.log_dir.clone()), "error"),
+        Command::Serve(a) => (
+            load_config(a.agent.config.as_ref()),
+            a.log_dir.clone(),
+            "info",
+        ),
         Command::Worker(a) => (
             load_config(a.agent.config.as_ref()),
             a.log_dir.clone(),
@@ -117,6 +125,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => run(args, config, monitoring, &logs).await,
             Command::Worker(args) => worker::run(args, config, monitoring, &logs).await,
+            Command::Serve(args) => serve::run(args, config, monitoring, &logs).await,
             Command::Demo(args) => demo::run(args, monitoring, &logs)
                 .await
                 .map_err(Failure::Usage),

@@ -1,0 +1,166 @@
+//! `pocket serve` end to end: the real binary on a real port, with a real SQLite store.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+struct Served {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pocket serve` on a free port and reads its address from the status line.
+fn serve(dir: &std::path::Path) -> Served {
+    let mut child = Command::new(assert_cmd::cargo::cargo_bin("pocket"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--tool",
+            "calculator",
+            "--store",
+        ])
+        .arg(format!("sqlite://{}", dir.join("pocket.db").display()))
+        .env_remove("POCKET_CONFIG")
+        .env("POCKET_API_KEYS", "key-one, key-two")
+        .env("POCKET_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("pocket serve printed its address")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("pocket serve on ") {
+            break rest.split_whitespace().next().unwrap().to_owned();
+        }
+    };
+    // Keep draining stderr so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, base }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_answers_tasks_and_chat_behind_a_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let served = tokio::task::spawn_blocking({
+        let dir = dir.path().to_owned();
+        move || serve(&dir)
+    })
+    .await
+    .unwrap();
+    let http = reqwest::Client::new();
+    let url = |path: &str| format!("{}{path}", served.base);
+
+    assert_eq!(
+        http.get(url("/healthz")).send().await.unwrap().status(),
+        200
+    );
+    let denied = http
+        .post(url("/v1/tasks"))
+        .json(&json!({"task": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(denied.status(), 401);
+    let body: Value = denied.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "unauthorized");
+
+    let created = http
+        .post(url("/v1/tasks"))
+        .bearer_auth("key-two")
+        .json(&json!({"task": "What is 12 * 12?"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 202);
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let started = Instant::now();
+    let task = loop {
+        let task: Value = http
+            .get(url(&format!("/v1/tasks/{id}")))
+            .bearer_auth("key-one")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if task["status"] == "succeeded" || task["status"] == "failed" {
+            break task;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "task stuck: {task}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(task["status"], "succeeded", "{task}");
+    assert_eq!(task["result"]["answer"], "12 * 12 = 144");
+
+    let chat: Value = http
+        .post(url("/v1/chat/completions"))
+        .bearer_auth("key-one")
+        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "What is 7 * 6?"}]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(chat["object"], "chat.completion");
+    assert_eq!(chat["choices"][0]["message"]["content"], "7 * 6 = 42");
+
+    let metrics = http
+        .get(url("/metrics"))
+        .bearer_auth("key-one")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("pocket_runs_total"), "{metrics}");
+
+    // SIGTERM: drain and exit 0.
+    let mut served = served;
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(served.child.id().to_string())
+        .status()
+        .unwrap();
+    let status = tokio::task::spawn_blocking(move || served.child.wait().unwrap())
+        .await
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+#[test]
+fn serve_without_api_keys_refuses_to_start() {
+    assert_cmd::Command::cargo_bin("pocket")
+        .unwrap()
+        .args(["serve", "--listen", "127.0.0.1:0", "--store", "memory:"])
+        .env_remove("POCKET_API_KEYS")
+        .env_remove("POCKET_CONFIG")
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("POCKET_API_KEYS is not set"));
+}
