@@ -1,6 +1,7 @@
 //! `pocket`: the Pocket Agent command line.
 
 mod approve;
+mod client;
 mod config;
 mod demo;
 mod observe;
@@ -36,6 +37,16 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Work off the task store's queue (no API): several workers may share one store.
     Worker(worker::WorkerArgs),
+    /// Submit a task to a server (`--wait` follows it to its answer).
+    Submit(client::SubmitArgs),
+    /// A task's state, or the cluster's report.
+    Status(client::StatusArgs),
+    /// Pending approval requests.
+    Approvals(client::ApprovalsArgs),
+    /// Approve a pending tool call.
+    Approve(client::DecideArgs),
+    /// Deny a pending tool call (`--reason` goes to the model).
+    Deny(client::DecideArgs),
 }
 
 /// Arguments shared by commands that build an agent.
@@ -73,6 +84,8 @@ struct RunArgs {
 /// Exit codes: 0 ok, 1 the task failed, 2 usage or configuration error.
 pub(crate) enum Failure {
     Task,
+    /// Exit 1 with this message (a client whose task or server failed).
+    Message(String),
     Usage(String),
 }
 
@@ -103,6 +116,12 @@ fn main() -> ExitCode {
             a.log_dir.clone(),
             "info",
         ),
+        // Client commands: no config, no log files, only warnings on the terminal.
+        Command::Submit(_)
+        | Command::Status(_)
+        | Command::Approvals(_)
+        | Command::Approve(_)
+        | Command::Deny(_) => (Ok(Config::default()), None, "warn"),
     };
     let config = match config {
         Ok(c) => c,
@@ -126,6 +145,11 @@ fn main() -> ExitCode {
             Command::Run(args) => run(args, config, monitoring, &logs).await,
             Command::Worker(args) => worker::run(args, config, monitoring, &logs).await,
             Command::Serve(args) => serve::run(args, config, monitoring, &logs).await,
+            Command::Submit(args) => client::submit(args).await,
+            Command::Status(args) => client::status(args).await,
+            Command::Approvals(args) => client::approvals(args).await,
+            Command::Approve(args) => client::decide(args, true).await,
+            Command::Deny(args) => client::decide(args, false).await,
             Command::Demo(args) => demo::run(args, monitoring, &logs)
                 .await
                 .map_err(Failure::Usage),
@@ -143,6 +167,10 @@ fn main() -> ExitCode {
 fn report(failure: Failure) -> ExitCode {
     match failure {
         Failure::Task => ExitCode::from(1),
+        Failure::Message(message) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
         Failure::Usage(message) => {
             eprintln!("error: {message}");
             ExitCode::from(2)

@@ -140,6 +140,59 @@ async fn serve_answers_tasks_and_chat_behind_a_key() {
         .unwrap();
     assert!(metrics.contains("pocket_runs_total"), "{metrics}");
 
+    // The CLI client against the same server.
+    let base = served.base.clone();
+    tokio::task::spawn_blocking(move || {
+        let client = |key: &str| {
+            let mut cmd = assert_cmd::Command::cargo_bin("pocket").unwrap();
+            cmd.env("POCKET_API_KEY", key)
+                .env("POCKET_SERVER", &base)
+                .env_remove("POCKET_API_KEYS");
+            cmd
+        };
+        client("key-one")
+            .args(["submit", "--wait", "What is 3 * 3?"])
+            .assert()
+            .success()
+            .stdout("3 * 3 = 9\n");
+        let id = client("key-one")
+            .args(["submit", "What is 2 + 5?"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let id = String::from_utf8(id).unwrap().trim().to_owned();
+        assert!(!id.is_empty());
+        client("key-one")
+            .args(["status", &id])
+            .assert()
+            .success()
+            .stdout(predicates::str::contains(format!("\"id\": \"{id}\"")));
+        client("key-one")
+            .args(["status"])
+            .assert()
+            .success()
+            .stdout(predicates::str::contains("\"instances\""));
+        client("key-one")
+            .arg("approvals")
+            .assert()
+            .success()
+            .stdout("no pending approvals\n");
+        client("key-one")
+            .args(["approve", "no-such-request"])
+            .assert()
+            .code(1)
+            .stderr(predicates::str::contains("404"));
+        client("wrong-key")
+            .args(["submit", "x"])
+            .assert()
+            .code(2)
+            .stderr(predicates::str::contains("401"));
+    })
+    .await
+    .unwrap();
+
     // SIGTERM: drain and exit 0.
     let mut served = served;
     Command::new("kill")
