@@ -597,13 +597,11 @@ async fn slow_server_times_out() {
             .with_timeout(Duration::from_millis(300)),
     )
     .unwrap();
-    let started = std::time::Instant::now();
     let e = err(slow.complete(&hello()).await);
     assert!(
         matches!(e, ModelError::Timeout { after: Some(d) } if d == Duration::from_millis(300)),
         "{e:?}"
     );
-    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test]
