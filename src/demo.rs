@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
-use pocket_agent::{Agent, BoxModel, Classify, EventKind};
+use pocket_agent::{Agent, BoxModel, Classify};
 use pocket_models::{Faults, SimConfig, SimModel};
 use pocket_monitor::{LogGuard, MonitorConfig};
 use pocket_resilience::chaos::Outage;
@@ -140,7 +140,6 @@ pub(crate) async fn run(
         .build()
         .map_err(|e| e.to_string())?;
     services.observe(&agent);
-    let mut agent_events = agent.subscribe();
     let protected = config.protect(agent, &hub).build();
 
     println!(
@@ -171,15 +170,15 @@ pub(crate) async fn run(
     );
     let started = Instant::now();
 
-    // Breaker transitions as they happen; counts of everything else.
+    // Breaker transitions as they happen; everything else is counted by the hub and the
+    // monitor.
     let mut resilience_events = hub.subscribe();
-    // Both watchers stop when the runs are done (the hub and the agent outlive them).
+    // The watcher stops when the runs are done (the hub outlives them).
     let done = pocket_agent::CancellationToken::new();
     let watcher = tokio::spawn({
         let bar = bar.clone();
         let done = done.clone();
         async move {
-            let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
             let mut timeline = Vec::new();
             loop {
                 let received = tokio::select! {
@@ -187,56 +186,23 @@ pub(crate) async fn run(
                     event = resilience_events.recv() => event,
                     () = done.cancelled() => match resilience_events.try_recv() {
                         Ok(event) => Ok(event),
-                        Err(_) => return (counts, timeline),
+                        Err(_) => return timeline,
                     },
                 };
                 match received {
-                    Ok(event) => {
-                        *counts.entry(event.name()).or_default() += 1;
-                        if let ResilienceEvent::BreakerTransition { key, from, to } = &event {
-                            let line = format!(
-                                "  {:>5.2}s  breaker {key}: {} -> {}",
-                                started.elapsed().as_secs_f64(),
-                                from.as_str(),
-                                to.as_str()
-                            );
-                            // Live on a terminal; the report repeats them otherwise.
-                            bar.println(&line);
-                            timeline.push(line);
-                        }
+                    Ok(ResilienceEvent::BreakerTransition { key, from, to }) => {
+                        let line = format!(
+                            "  {:>5.2}s  breaker {key}: {} -> {}",
+                            started.elapsed().as_secs_f64(),
+                            from.as_str(),
+                            to.as_str()
+                        );
+                        // Live on a terminal; the report repeats them otherwise.
+                        bar.println(&line);
+                        timeline.push(line);
                     }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return (counts, timeline);
-                    }
-                }
-            }
-        }
-    });
-    let tool_counter = tokio::spawn({
-        let done = done.clone();
-        async move {
-            let (mut calls, mut errors) = (0u64, 0u64);
-            loop {
-                let received = tokio::select! {
-                    biased;
-                    event = agent_events.recv() => event,
-                    () = done.cancelled() => match agent_events.try_recv() {
-                        Ok(event) => Ok(event),
-                        Err(_) => return (calls, errors),
-                    },
-                };
-                match received {
-                    Ok(e) => {
-                        if let EventKind::ToolCallFinished { error, .. } = e.kind {
-                            calls += 1;
-                            errors += u64::from(error.is_some());
-                        }
-                    }
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
-                        return (calls, errors);
-                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return timeline,
                 }
             }
         }
@@ -286,8 +252,14 @@ pub(crate) async fn run(
     let metrics = hub.metrics();
     drop(protected);
     done.cancel();
-    let (counts, timeline) = watcher.await.unwrap_or_default();
-    let (tool_calls, tool_errors) = tool_counter.await.unwrap_or_default();
+    let timeline = watcher.await.unwrap_or_default();
+    // Shutting the monitor down first lets its observers count every event.
+    let monitor = services.monitor.clone();
+    services.shutdown().await;
+    let (tool_calls, tool_errors) = monitor
+        .tool_stats()
+        .values()
+        .fold((0, 0), |(c, f), t| (c + t.calls, f + t.failures));
 
     tally.durations.sort();
     let pct = |p: f64| {
@@ -349,10 +321,7 @@ pub(crate) async fn run(
         "  breaker changes  {}",
         join(&metrics.breaker_transitions_total)
     );
-    println!(
-        "  waits for a probe {}",
-        counts.get("waiting_for_cool_down").copied().unwrap_or(0)
-    );
+    println!("  waits for a probe {}", metrics.cool_down_waits_total);
     println!(
         "  tool calls       {tool_calls} ({tool_errors} returned errors to the model, which recovered or answered)"
     );
@@ -367,11 +336,10 @@ pub(crate) async fn run(
     for line in &report.recommendations {
         println!("  - {line}");
     }
-    let status = services.monitor.status();
-    let health = services.monitor.health();
+    let status = monitor.status();
+    let health = monitor.health();
     let metrics_file = args.log_dir.join("metrics.prom");
-    let exposition = services.monitor.metrics().encode();
-    services.shutdown().await;
+    let exposition = monitor.metrics().encode();
     std::fs::write(&metrics_file, exposition)
         .map_err(|e| format!("cannot write {}: {e}", metrics_file.display()))?;
     println!();
