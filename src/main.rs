@@ -191,15 +191,7 @@ async fn run(
     monitoring: pocket_monitor::MonitorConfig,
     logs: &pocket_monitor::LogGuard,
 ) -> Result<(), Failure> {
-    let monitor = observe::monitor(monitoring, logs, false).map_err(Failure::Usage)?;
-    let mcp = match wiring::start_mcp(&config).await {
-        Ok(mcp) => mcp,
-        Err(e) => {
-            monitor.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let services = observe::Services::new(mcp, monitor);
+    let services = observe::Services::start(&config, monitoring, logs, false).await?;
     let result = run_with(args, &config, &services).await;
     // MCP children, monitor tasks: everything ends with us, whatever happened.
     services.shutdown().await;

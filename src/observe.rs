@@ -9,6 +9,7 @@ use pocket_monitor::{Metrics, Monitor, MonitorConfig};
 use pocket_resilience::{BreakerState, ResilienceEvent, ResilienceHub};
 use tokio::task::JoinHandle;
 
+use crate::Failure;
 use crate::config::Config;
 
 /// The `[monitoring]` section with the command line applied: `--log-dir` wins over
@@ -70,6 +71,26 @@ impl Services {
         self.monitor.shutdown().await;
         self.glue.abort();
         let _ = self.glue.await;
+    }
+}
+
+impl Services {
+    /// The monitor (sampling the process once a minute when `sample`), then the `[mcp]`
+    /// servers; if those fail to start, the monitor is stopped again.
+    pub(crate) async fn start(
+        config: &Config,
+        monitoring: MonitorConfig,
+        logs: &LogGuard,
+        sample: bool,
+    ) -> Result<Self, Failure> {
+        let monitor = self::monitor(monitoring, logs, sample).map_err(Failure::Usage)?;
+        match crate::wiring::start_mcp(config).await {
+            Ok(mcp) => Ok(Self::new(mcp, monitor)),
+            Err(e) => {
+                monitor.shutdown().await;
+                Err(e.into())
+            }
+        }
     }
 }
 

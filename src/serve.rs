@@ -1,17 +1,14 @@
 //! `pocket serve`: the HTTP API over a cluster worker in one process.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pocket_agent::Agent;
-use pocket_cluster::Cluster;
 use pocket_server::{HttpApprover, Server};
 
-use crate::config::{Config, ConfigError};
+use crate::config::Config;
 use crate::observe::{self, Services};
-use crate::wiring::{self, Overrides};
+use crate::wiring::Overrides;
 use crate::{AgentArgs, Failure};
 
 /// Options of `pocket serve`.
@@ -37,15 +34,7 @@ pub(crate) async fn run(
     monitoring: pocket_monitor::MonitorConfig,
     logs: &pocket_monitor::LogGuard,
 ) -> Result<(), Failure> {
-    let monitor = observe::monitor(monitoring, logs, true).map_err(Failure::Usage)?;
-    let mcp = match wiring::start_mcp(&config).await {
-        Ok(mcp) => mcp,
-        Err(e) => {
-            monitor.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let services = Services::new(mcp, monitor);
+    let services = observe::Services::start(&config, monitoring, logs, true).await?;
     let result = serve(args, &config, &services).await;
     services.shutdown().await;
     result
@@ -53,55 +42,16 @@ pub(crate) async fn run(
 
 #[allow(clippy::print_stderr)] // the CLI's own status lines
 async fn serve(args: ServeArgs, config: &Config, services: &Services) -> Result<(), Failure> {
-    let url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| config.store.url.clone());
-    let store = pocket_cluster::open(&url, config.cluster.store_options())
-        .await
-        .map_err(|e| Failure::Usage(format!("--store {url}: {e}")))?;
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
     };
-    let mut names: Vec<String> = config.agents.keys().cloned().collect();
-    if names.is_empty() {
-        names.push("default".into());
-    }
     // People answer risky calls over HTTP (GET/POST /v1/approvals, the dashboard).
     let approver = HttpApprover::new();
     let shared: Arc<dyn pocket_agent::Approver> = Arc::new(approver.clone());
-    let mut agents: HashMap<String, Agent> = HashMap::new();
-    for name in &names {
-        let agent =
-            wiring::build_agent(config, name, &overrides, Some(shared.clone()), services).await?;
-        agents.insert(name.clone(), agent);
-    }
-    let agents = Arc::new(agents);
-    let mut builder = Cluster::builder(store)
-        .config(config.cluster.clone())
-        .resilience(services.hub.clone())
-        .metrics(services.monitor.metrics().clone())
-        .factory({
-            let agents = agents.clone();
-            move |name| {
-                agents
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| format!("no agent named `{name}`").into())
-            }
-        });
-    for name in &names {
-        let caps = config
-            .agents
-            .get(name)
-            .map(|a| a.capabilities.clone())
-            .unwrap_or_default();
-        builder = builder.agent_with_capabilities(name.clone(), caps);
-    }
-    let cluster = builder
-        .build()
-        .map_err(|e| Failure::from(ConfigError::new(config.file(), "cluster", e.to_string())))?;
+    let (cluster, names, url) =
+        crate::worker::build_cluster(config, args.store, &overrides, Some(shared), services)
+            .await?;
     // Keys only from the environment, never from a file or a flag.
     let keys = std::env::var("POCKET_API_KEYS").unwrap_or_default();
     if keys.trim().is_empty() {

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use pocket_agent::Agent;
+use pocket_agent::{Agent, Approver};
 use pocket_cluster::{Cluster, Stopped};
 
 use crate::config::{Config, ConfigError};
@@ -35,59 +35,46 @@ pub(crate) async fn run(
     monitoring: pocket_monitor::MonitorConfig,
     logs: &pocket_monitor::LogGuard,
 ) -> Result<(), Failure> {
-    let monitor = observe::monitor(monitoring, logs, true).map_err(Failure::Usage)?;
-    let mcp = match wiring::start_mcp(&config).await {
-        Ok(mcp) => mcp,
-        Err(e) => {
-            monitor.shutdown().await;
-            return Err(e.into());
-        }
-    };
-    let services = Services::new(mcp, monitor);
+    let services = observe::Services::start(&config, monitoring, logs, true).await?;
     let result = work(args, &config, &services).await;
     services.shutdown().await;
     result
 }
 
-#[allow(clippy::print_stderr)] // the CLI's own status lines
-async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<(), Failure> {
-    let url = args
-        .store
-        .clone()
-        .unwrap_or_else(|| config.store.url.clone());
+/// Opens the store and builds a cluster serving every configured agent (or `default`).
+/// Agents are built once (MCP tools need async set-up); instances are cheap clones, and a
+/// replaced instance is a fresh clone of the configured agent. Returns the cluster, the agent
+/// names and the store URL.
+pub(crate) async fn build_cluster(
+    config: &Config,
+    store: Option<String>,
+    overrides: &Overrides,
+    approver: Option<Arc<dyn Approver>>,
+    services: &Services,
+) -> Result<(Cluster, Vec<String>, String), Failure> {
+    let url = store.unwrap_or_else(|| config.store.url.clone());
     let store = pocket_cluster::open(&url, config.cluster.store_options())
         .await
         .map_err(|e| Failure::Usage(format!("--store {url}: {e}")))?;
-
-    // Agents are built once (MCP tools need async set-up); instances are cheap clones, and a
-    // replaced instance is a fresh clone of the configured agent.
-    let overrides = Overrides {
-        model: args.agent.model,
-        tools: args.agent.tools,
-    };
     let mut names: Vec<String> = config.agents.keys().cloned().collect();
     if names.is_empty() {
         names.push("default".into());
     }
     let mut agents: HashMap<String, Agent> = HashMap::new();
     for name in &names {
-        // No approver: nobody is at a terminal; dangerous calls are denied by the fail-safe.
-        let agent = wiring::build_agent(config, name, &overrides, None, services).await?;
+        let agent =
+            wiring::build_agent(config, name, overrides, approver.clone(), services).await?;
         agents.insert(name.clone(), agent);
     }
-    let agents = Arc::new(agents);
     let mut builder = Cluster::builder(store)
         .config(config.cluster.clone())
         .resilience(services.hub.clone())
         .metrics(services.monitor.metrics().clone())
-        .factory({
-            let agents = agents.clone();
-            move |name| {
-                agents
-                    .get(name)
-                    .cloned()
-                    .ok_or_else(|| format!("no agent named `{name}`").into())
-            }
+        .factory(move |name| {
+            agents
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("no agent named `{name}`").into())
         });
     for name in &names {
         let caps = config
@@ -100,6 +87,18 @@ async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<
     let cluster = builder
         .build()
         .map_err(|e| Failure::from(ConfigError::new(config.file(), "cluster", e.to_string())))?;
+    Ok((cluster, names, url))
+}
+
+#[allow(clippy::print_stderr)] // the CLI's own status lines
+async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<(), Failure> {
+    let overrides = Overrides {
+        model: args.agent.model,
+        tools: args.agent.tools,
+    };
+    // No approver: nobody is at a terminal; dangerous calls are denied by the fail-safe.
+    let (cluster, names, url) =
+        build_cluster(config, args.store, &overrides, None, services).await?;
     eprintln!(
         "pocket worker {} serving {} on {}",
         cluster.worker_id(),
