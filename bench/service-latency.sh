@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# The service overhead benchmark (issue 7): what `pocket serve` adds to
+# `POST /v1/chat/completions` over an OpenAI-compatible upstream. An open-loop generator
+# (`pocket-bench load`: fixed arrival rate, each request timed from when it is sent) loads
+#   1. the stub directly, then
+#   2. `pocket serve` (release binary) whose agent's model is the openai provider at the stub
+#      (no tools: one model call per request; the stub answers text at once),
+# at each rate, and prints both and the difference. Raw JSON lines: target/bench-service.jsonl.
+#
+#   bench/service-latency.sh
+#   RATES="1000 5000" DURATION=10 STORE=memory: bench/service-latency.sh
+#
+# Everything (generator, pocket serve, stub) shares this machine's cores.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RATES=${RATES:-"1000 5000"}
+DURATION=${DURATION:-10}     # measured seconds per run
+WARMUP=${WARMUP:-2}          # unmeasured seconds first
+LATENCY_MS=${LATENCY_MS:-0}  # the stub's fixed latency
+STORE=${STORE:-memory:}      # pocket serve's task store
+STUB_PORT=${STUB_PORT:-18090}
+SERVE_PORT=${SERVE_PORT:-18091}
+TARGET=${CARGO_TARGET_DIR:-target}
+WORK=target/bench-service
+OUT=target/bench-service.jsonl
+
+echo "== building pocket and pocket-bench (release)" >&2
+cargo build --release -q -p pocket -p pocket-bench
+mkdir -p "$WORK"
+cat > "$WORK/pocket.toml" <<TOML
+[models.stub]
+provider = "openai"
+model = "stub"
+base_url = "http://127.0.0.1:$STUB_PORT/v1"
+api_key_env = "POCKET_BENCH_UPSTREAM_KEY"
+
+[agents.default]
+model = "stub"
+
+[store]
+url = "$STORE"
+
+[cluster]
+max_queued = 100000
+TOML
+
+ulimit -n 65536 2>/dev/null || true
+PIDS=()
+trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+wait_port() {
+  for _ in $(seq 100); do
+    if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "nothing listens on port $1" >&2
+  exit 1
+}
+
+"$TARGET/release/pocket-stub" --port "$STUB_PORT" --latency-ms "$LATENCY_MS" &
+PIDS+=($!)
+wait_port "$STUB_PORT"
+
+export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key
+export POCKET_API_KEYS=bench-key
+(cd "$WORK" && exec "../release/pocket" serve --config pocket.toml --listen "127.0.0.1:$SERVE_PORT" 2> serve.log) &
+PIDS+=($!)
+wait_port "$SERVE_PORT"
+
+: > "$OUT"
+for R in $RATES; do
+  for target in stub serve; do
+    if [ "$target" = stub ]; then
+      url="http://127.0.0.1:$STUB_PORT/v1/chat/completions"; model=stub; key=()
+    else
+      url="http://127.0.0.1:$SERVE_PORT/v1/chat/completions"; model=default; key=(--key-env POCKET_API_KEYS)
+    fi
+    echo "== $target at $R/s" >&2
+    "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
+      --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
+      | tee -a "$OUT" >&2
+  done
+done
+
+python3 - "$OUT" "$STORE" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(f"pocket serve store: {sys.argv[2]}\n")
+print("| target | rate/s (achieved) | ok | errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+by = {}
+for r in rows:
+    by[(r["label"], r["target_rate"])] = r
+    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['ok']} | {r['errors']} | {r['dropped']} "
+          f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} |")
+print("\n| rate/s | overhead p50 ms | overhead p99 ms |")
+print("|---:|---:|---:|")
+for (label, rate), r in sorted(by.items(), key=lambda kv: kv[0][1]):
+    if label != "serve" or ("stub", rate) not in by:
+        continue
+    s = by[("stub", rate)]
+    print(f"| {rate:.0f} | {r['p50_ms'] - s['p50_ms']:.3f} | {r['p99_ms'] - s['p99_ms']:.3f} |")
+PY
