@@ -15,6 +15,8 @@ use super::{
     list_limit, log_reclaimed, new_id, validate, validate_worker,
 };
 
+mod approvals;
+
 /// A [`TaskStore`] in this process's memory: for tests, and for a single process that may
 /// lose its queue when it stops.
 ///
@@ -32,6 +34,7 @@ pub struct MemoryStore {
 struct Inner {
     options: StoreOptions,
     state: Mutex<State>,
+    approvals: super::approvals::MemoryTable,
 }
 
 /// One task with its run state.
@@ -69,6 +72,7 @@ impl MemoryStore {
             inner: Arc::new(Inner {
                 options,
                 state: Mutex::new(State::default()),
+                approvals: Default::default(),
             }),
         }
     }
@@ -584,5 +588,9 @@ impl TaskStore for MemoryStore {
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
         Box::pin(async move { Ok(self.with(|s, _, _| s.stats())) })
+    }
+
+    fn approvals(&self) -> Option<&dyn super::ApprovalStore> {
+        Some(self)
     }
 }

@@ -49,6 +49,7 @@ use pocket_agent::{Checkpoint, CheckpointRef, JournalEntry};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub mod approvals;
 mod clock;
 mod memory;
 #[cfg(feature = "postgres")]
@@ -58,6 +59,9 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
+pub use approvals::{
+    ApprovalRecord, ApprovalStore, Decided, NewApproval, approval_id,
+};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -444,6 +448,12 @@ pub trait TaskStore: Send + Sync + 'static {
 
     /// Depth by status and priority.
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>>;
+
+    /// Where this store keeps approval requests and their answers ([`approvals`]), or
+    /// `None` when it keeps none. Default: `None`; every store of this crate keeps them.
+    fn approvals(&self) -> Option<&dyn ApprovalStore> {
+        None
+    }
 }
 
 // Compile-time check that the trait stays object safe.

@@ -61,17 +61,22 @@ fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |e| backend(Db::Postgres, what, e)
 }
 
+mod approvals;
+
 /// The embedded migrations (sqlx's `Migrator` without its `macros` feature: the SQL is
 /// compiled in with `include_str!`, applied in order in a transaction each under an advisory
 /// lock, and recorded with checksums in `pocket_cluster_migrations`).
 fn migrator() -> Migrator {
-    let mut migrator = Migrator::with_migrations(vec![Migration::new(
-        1,
-        "tasks".into(),
-        MigrationType::Simple,
-        sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/postgres/0001_tasks.sql")),
-        false,
-    )]);
+    let mut migrator = Migrator::with_migrations(vec![
+        Migration::new(
+            1,
+            "tasks".into(),
+            MigrationType::Simple,
+            sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/postgres/0001_tasks.sql")),
+            false,
+        ),
+        approvals::migration(),
+    ]);
     migrator.dangerous_set_table_name("pocket_cluster_migrations");
     migrator
 }
@@ -693,5 +698,9 @@ impl TaskStore for PostgresStore {
 
     fn stats(&self) -> BoxFuture<'_, Result<QueueStats, StoreError>> {
         Box::pin(self.stats_inner())
+    }
+
+    fn approvals(&self) -> Option<&dyn super::ApprovalStore> {
+        Some(self)
     }
 }
