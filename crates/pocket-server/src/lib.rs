@@ -1,8 +1,8 @@
 //! The Pocket Agent HTTP API: tasks with server-sent events, probes, Prometheus metrics, the
 //! health and cluster reports, and an OpenAI-compatible chat endpoint, over a [`Cluster`].
 //!
-//! Routes (all JSON unless said; all but `/healthz` and `/readyz` need
-//! `Authorization: Bearer KEY` when keys are configured):
+//! Routes (all JSON unless said; all but `/healthz`, `/readyz` and the sign-in routes need
+//! `Authorization: Bearer KEY` or the dashboard's session cookie when keys are configured):
 //!
 //! | route | what |
 //! |---|---|
@@ -15,7 +15,9 @@
 //! | `GET /v1/health`, `GET /v1/cluster` | health report; system report |
 //! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible; `model` names an agent |
 //! | `GET /v1/approvals`, `POST /v1/approvals/{id}` | pending approvals ([`HttpApprover`]); `{decision: "approve"\|"deny", reason?}` |
-//! | `GET /` | the dashboard (static, open: it holds no data and sends the key the user enters) |
+//! | `GET /v1/monitor[?history=MINUTES]` | what the dashboard shows: cluster report, queue by priority, monitor health, breakers, recent alerts and log errors, minute history, live series, pending approvals |
+//! | `GET /` | the dashboard when signed in (session cookie or bearer key); else 401 and a sign-in page |
+//! | `POST /v1/session`, `POST /v1/session/logout` | sign in with a key (form field `key` or JSON `{key}`): sets an `HttpOnly`, `SameSite=Strict` session cookie; sign out |
 //!
 //! Errors are `{"error": {"type", "message"}}` with status 400, 401, 404, 409, 413, 429
 //! (with `Retry-After`), 500, 503 or 504; see [`ApiError`].
@@ -40,8 +42,10 @@
 mod approvals;
 mod auth;
 mod chat;
+mod dashboard;
 mod error;
 mod json;
+mod live;
 mod probes;
 mod tasks;
 mod watch;
@@ -69,6 +73,10 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 /// The default time limit for producing a response: 5 minutes (a chat completion waits for
 /// its task). Streams, once started, are not limited.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// The default lifetime of a dashboard session: 12 hours.
+pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The default interval of the dashboard's live series: 5 seconds.
+pub const DEFAULT_LIVE_INTERVAL: Duration = Duration::from_secs(5);
 
 /// Why a server could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -83,6 +91,9 @@ pub enum BuildError {
     /// The request time limit is 0.
     #[error("the request time limit must be above 0")]
     ZeroTimeout,
+    /// The session lifetime or the live-series interval is 0.
+    #[error("the dashboard's session lifetime and live interval must be above 0")]
+    ZeroDashboardDuration,
 }
 
 /// Builds a [`Server`]; see [`Server::builder`].
@@ -97,6 +108,8 @@ pub struct ServerBuilder {
     body_limit: usize,
     timeout: Duration,
     default_agent: Option<String>,
+    session_ttl: Duration,
+    live_interval: Duration,
 }
 
 impl ServerBuilder {
@@ -150,6 +163,19 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a dashboard session (sign-in) lasts. Default: [`DEFAULT_SESSION_TTL`].
+    pub fn session_ttl(mut self, ttl: Duration) -> Self {
+        self.session_ttl = ttl;
+        self
+    }
+
+    /// The interval of the dashboard's live series (sampled while [`Server::serve`] runs;
+    /// the last 180 intervals are kept). Default: [`DEFAULT_LIVE_INTERVAL`].
+    pub fn live_interval(mut self, every: Duration) -> Self {
+        self.live_interval = every;
+        self
+    }
+
     /// The agent of a `POST /v1/tasks` that names none. Default: `default`.
     pub fn default_agent(mut self, name: impl Into<String>) -> Self {
         self.default_agent = Some(name.into());
@@ -170,6 +196,9 @@ impl ServerBuilder {
         if self.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
         }
+        if self.session_ttl.is_zero() || self.live_interval.is_zero() {
+            return Err(BuildError::ZeroDashboardDuration);
+        }
         if let Some(approver) = &self.approver {
             approver.attach(self.cluster.clone());
         }
@@ -184,6 +213,9 @@ impl ServerBuilder {
                 timeout: self.timeout,
                 default_agent: self.default_agent.unwrap_or_else(|| "default".into()),
                 draining: tokio::sync::watch::Sender::new(false),
+                sessions: auth::Sessions::new(self.session_ttl),
+                live: live::Live::default(),
+                live_interval: self.live_interval,
             }),
         })
     }
@@ -202,6 +234,11 @@ pub(crate) struct AppState {
     pub(crate) default_agent: String,
     /// `true` once draining; event streams end when it turns.
     pub(crate) draining: tokio::sync::watch::Sender<bool>,
+    /// The dashboard's sign-in sessions.
+    pub(crate) sessions: auth::Sessions,
+    /// The dashboard's live series.
+    pub(crate) live: live::Live,
+    pub(crate) live_interval: Duration,
 }
 
 impl AppState {
@@ -235,6 +272,8 @@ impl Server {
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             default_agent: None,
+            session_ttl: DEFAULT_SESSION_TTL,
+            live_interval: DEFAULT_LIVE_INTERVAL,
         }
     }
 
@@ -252,6 +291,8 @@ impl Server {
             .route("/v1/models", get(chat::models))
             .route("/v1/approvals", get(approvals::list))
             .route("/v1/approvals/{id}", post(approvals::decide))
+            .route("/v1/monitor", get(live::snapshot))
+            .route("/dashboard.js", get(dashboard::script))
             .fallback(not_found)
             .route_layer(middleware::from_fn_with_state(
                 state.clone(),
@@ -260,8 +301,11 @@ impl Server {
         Router::new()
             .route("/healthz", get(probes::healthz))
             .route("/readyz", get(probes::readyz))
-            // A static page with no data; it asks for a key and sends it on every call.
-            .route("/", get(dashboard))
+            // The dashboard checks the session itself: without one it answers 401 and the
+            // sign-in page, which posts the key to /v1/session.
+            .route("/", get(dashboard::page))
+            .route("/v1/session", post(auth::sign_in))
+            .route("/v1/session/logout", post(auth::sign_out))
             .merge(api)
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), guard))
@@ -300,9 +344,13 @@ impl Server {
             this.drain();
             this.state.cluster.shutdown();
         };
-        axum::serve(listener, self.router())
+        // The dashboard's live series, until the server drains (or serving fails).
+        let sampler = tokio::spawn(live::run(self.state.clone()));
+        let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        sampler.abort();
+        served
     }
 }
 
@@ -315,11 +363,6 @@ async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Res
         Ok(response) => response,
         Err(_) => ApiError::Timeout(state.timeout).into_response(),
     }
-}
-
-/// The dashboard page (offline: no CDN).
-async fn dashboard() -> axum::response::Html<&'static str> {
-    axum::response::Html(include_str!("dashboard.html"))
 }
 
 async fn not_found() -> ApiError {

@@ -1,11 +1,11 @@
-//! Bearer keys are required everywhere but the probes.
+//! Bearer keys (or a dashboard session) are required everywhere but the probes and sign-in.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
 
 use support::{Harness, Options, expect_error};
 
-const PROTECTED: [(&str, &str); 11] = [
+const PROTECTED: [(&str, &str); 13] = [
     ("POST", "/v1/tasks"),
     ("GET", "/v1/tasks/x"),
     ("DELETE", "/v1/tasks/x"),
@@ -17,6 +17,8 @@ const PROTECTED: [(&str, &str); 11] = [
     ("GET", "/v1/models"),
     ("GET", "/v1/approvals"),
     ("POST", "/v1/approvals/apr-0"),
+    ("GET", "/v1/monitor"),
+    ("GET", "/dashboard.js"),
 ];
 
 #[tokio::test]

@@ -27,6 +27,10 @@ pub struct Options {
     pub dangerous_tool: bool,
     /// Keys as `POCKET_API_KEYS` gives them, instead of [`KEY`] and `second-key`.
     pub keys_csv: Option<String>,
+    /// The dashboard's live-series interval (default: the server's).
+    pub live_interval: Option<Duration>,
+    /// The dashboard's session lifetime (default: the server's).
+    pub session_ttl: Option<Duration>,
 }
 
 /// A dangerous tool: approval required.
@@ -122,6 +126,12 @@ impl Harness {
         }
         if let Some(t) = options.timeout {
             server = server.request_timeout(t);
+        }
+        if let Some(every) = options.live_interval {
+            server = server.live_interval(every);
+        }
+        if let Some(ttl) = options.session_ttl {
+            server = server.session_ttl(ttl);
         }
         let server = server.build().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
