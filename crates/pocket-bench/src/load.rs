@@ -1,0 +1,235 @@
+//! An open-loop load generator: requests start at a fixed arrival rate whatever the answers'
+//! latency (so a slow server meets a growing queue, as in production, instead of slowing the
+//! client down). Each request is timed from the moment it is sent; how late the generator
+//! itself started requests is reported too, so a run whose generator fell behind shows it.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use serde::Serialize;
+use tokio::task::JoinSet;
+
+use crate::stats;
+
+/// What [`run`] sends.
+#[derive(Debug, Clone)]
+pub struct LoadConfig {
+    /// The full URL, like `http://127.0.0.1:7878/v1/chat/completions`.
+    pub url: String,
+    /// The JSON body of every request.
+    pub body: String,
+    /// `Authorization: Bearer …`, when set.
+    pub bearer: Option<String>,
+    /// Requests started per second (> 0).
+    pub rate: f64,
+    /// How long requests are measured.
+    pub duration: Duration,
+    /// Requests sent before the measured ones, not counted (connections, caches).
+    pub warmup: Duration,
+    /// Requests in flight beyond which new ones are dropped and counted as such.
+    pub max_in_flight: usize,
+    /// Time limit of one request.
+    pub timeout: Duration,
+}
+
+/// Why [`run`] could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LoadError {
+    /// A setting is out of range.
+    #[error("invalid load setting: {0}")]
+    Invalid(String),
+    /// The HTTP client could not be built.
+    #[error("HTTP client")]
+    Client(#[from] reqwest::Error),
+}
+
+/// The result of one open-loop run; latencies in milliseconds.
+#[derive(Debug, Clone, Serialize)]
+pub struct LoadReport {
+    /// A label for the table (what was measured).
+    pub label: String,
+    /// The arrival rate asked for.
+    pub target_rate: f64,
+    /// Measured requests started per second.
+    pub achieved_rate: f64,
+    /// Measured requests started.
+    pub sent: usize,
+    /// Of which answered with a 2xx status.
+    pub ok: usize,
+    /// Of which failed (transport error or non-2xx status).
+    pub errors: usize,
+    /// Measured requests not sent because `max_in_flight` were pending.
+    pub dropped: usize,
+    /// Median latency of answered requests.
+    pub p50_ms: f64,
+    /// 90th percentile.
+    pub p90_ms: f64,
+    /// 99th percentile.
+    pub p99_ms: f64,
+    /// 99.9th percentile.
+    pub p999_ms: f64,
+    /// Slowest.
+    pub max_ms: f64,
+    /// 99th percentile of how late the generator started a request after its due time.
+    pub p99_start_lag_ms: f64,
+    /// CPU-seconds the generator itself used.
+    pub generator_cpu_s: f64,
+}
+
+struct Sample {
+    latency: Duration,
+    lag: Duration,
+    ok: bool,
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Sends requests at `config.rate` per second for warm-up plus duration, and reports the
+/// measured part.
+///
+/// # Errors
+/// As [`LoadError`]; failed requests are counted, not returned.
+pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadError> {
+    if config.rate.is_nan() || config.rate <= 0.0 {
+        return Err(LoadError::Invalid(format!(
+            "rate {} must be > 0",
+            config.rate
+        )));
+    }
+    if config.duration.is_zero() {
+        return Err(LoadError::Invalid("duration must be > 0".into()));
+    }
+    let client = reqwest::Client::builder()
+        .timeout(config.timeout)
+        .pool_idle_timeout(Duration::from_secs(30))
+        .tcp_nodelay(true)
+        .build()?;
+    let bearer = config
+        .bearer
+        .as_ref()
+        .map(|k| HeaderValue::from_str(&format!("Bearer {k}")))
+        .transpose()
+        .map_err(|_| LoadError::Invalid("the API key cannot be sent in a header".into()))?;
+    let body = bytes_of(&config.body);
+    let url: Arc<str> = Arc::from(config.url.as_str());
+    let interval = Duration::from_secs_f64(1.0 / config.rate);
+    let warmup_n = requests_in(config.warmup, config.rate);
+    let total = warmup_n + requests_in(config.duration, config.rate);
+    let samples = Arc::new(Mutex::new(Vec::with_capacity(total - warmup_n)));
+    let mut tasks = JoinSet::new();
+    let mut dropped = 0usize;
+    let cpu0 = stats::cpu_seconds();
+    let start = tokio::time::Instant::now();
+    let mut measured_start = None;
+    let mut i = 0usize;
+    while i < total {
+        let due = start + nth(interval, i);
+        tokio::time::sleep_until(due).await;
+        // Start every request that is due by now (the timer wakes at ms granularity).
+        let now = tokio::time::Instant::now();
+        while i < total && start + nth(interval, i) <= now {
+            let intended = start + nth(interval, i);
+            let measured = i >= warmup_n;
+            if measured && measured_start.is_none() {
+                measured_start = Some(Instant::now());
+            }
+            i += 1;
+            while tasks.try_join_next().is_some() {}
+            if tasks.len() >= config.max_in_flight {
+                if measured {
+                    dropped += 1;
+                }
+                continue;
+            }
+            let request = client
+                .post(&*url)
+                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
+                .body(body.clone());
+            let request = match &bearer {
+                Some(b) => request.header(AUTHORIZATION, b.clone()),
+                None => request,
+            };
+            let samples = samples.clone();
+            tasks.spawn(async move {
+                let t0 = tokio::time::Instant::now();
+                let ok = match request.send().await {
+                    Ok(resp) => {
+                        let status = resp.status().is_success();
+                        resp.bytes().await.is_ok() && status
+                    }
+                    Err(_) => false,
+                };
+                if measured {
+                    let sample = Sample {
+                        latency: t0.elapsed(),
+                        lag: t0.saturating_duration_since(intended),
+                        ok,
+                    };
+                    if let Ok(mut s) = samples.lock() {
+                        s.push(sample);
+                    }
+                }
+            });
+        }
+    }
+    let sending = measured_start.map_or(Duration::ZERO, |s| s.elapsed());
+    while tasks.join_next().await.is_some() {}
+    let generator_cpu_s = stats::cpu_seconds() - cpu0;
+    let samples = std::mem::take(
+        &mut *samples
+            .lock()
+            .map_err(|_| LoadError::Invalid("a request task panicked while recording".into()))?,
+    );
+    let sent = samples.len();
+    let mut latencies: Vec<Duration> = samples.iter().filter(|s| s.ok).map(|s| s.latency).collect();
+    let mut lags: Vec<Duration> = samples.iter().map(|s| s.lag).collect();
+    latencies.sort_unstable();
+    lags.sort_unstable();
+    let ok = latencies.len();
+    #[allow(clippy::cast_precision_loss, reason = "request counts")]
+    let achieved_rate = if sending.is_zero() {
+        0.0
+    } else {
+        (sent + dropped) as f64 / sending.as_secs_f64()
+    };
+    Ok(LoadReport {
+        label,
+        target_rate: config.rate,
+        achieved_rate,
+        sent,
+        ok,
+        errors: sent - ok,
+        dropped,
+        p50_ms: ms(stats::percentile(&latencies, 0.50)),
+        p90_ms: ms(stats::percentile(&latencies, 0.90)),
+        p99_ms: ms(stats::percentile(&latencies, 0.99)),
+        p999_ms: ms(stats::percentile(&latencies, 0.999)),
+        max_ms: ms(latencies.last().copied().unwrap_or_default()),
+        p99_start_lag_ms: ms(stats::percentile(&lags, 0.99)),
+        generator_cpu_s,
+    })
+}
+
+fn bytes_of(body: &str) -> Bytes {
+    // Cloned by reference count: every request sends the same buffer.
+    Bytes::from(body.to_owned())
+}
+
+#[allow(clippy::cast_precision_loss, reason = "a request index")]
+fn nth(interval: Duration, i: usize) -> Duration {
+    interval.mul_f64(i as f64)
+}
+
+#[allow(
+    clippy::cast_possible_truncation,
+    clippy::cast_sign_loss,
+    reason = "a request count from a positive rate and a duration"
+)]
+fn requests_in(span: Duration, rate: f64) -> usize {
+    (span.as_secs_f64() * rate).round() as usize
+}
