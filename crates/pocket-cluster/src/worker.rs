@@ -484,6 +484,17 @@ impl Cluster {
             .await
     }
 
+    /// Whether this worker is stopping its run of `id`, or all its runs: shutdown began, or
+    /// the run was cancelled, lost its lease or was taken from a silent instance. An approver
+    /// uses it to tell a run that stops (and resumes later) from an agent that gave up.
+    pub fn is_stopping(&self, id: &TaskId) -> bool {
+        self.inner.stop.is_cancelled()
+            || self
+                .inner
+                .entry(id)
+                .is_some_and(|e| e.reason() != StopReason::None)
+    }
+
     /// Tasks this worker holds now (running or waiting for an instance).
     pub fn in_flight(&self) -> usize {
         lock(&self.inner.runs).len()
