@@ -12,8 +12,8 @@ bin=${POCKET_BIN:-target/release/pocket}
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "dashboard: installing Debian's chromium"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+  timeout 300 apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -qq --no-install-recommends chromium >/dev/null
 fi
 timeout 300 npm ci --prefix .ci/browser --no-audit --no-fund
 

@@ -117,11 +117,14 @@ try {
   assert.equal((await api("GET", "/v1/approvals")).approvals.length, 0);
   log("approved from the page; the task succeeded");
 
-  // Let the tiles catch up, then keep a picture.
+  // Let the tiles catch up and the live series grow a little, then keep a picture.
   await page.waitForFunction((n) => {
     const b = document.querySelector("#tiles [data-tile=succeeded] b");
-    return b && Number(b.textContent) >= n;
-  }, plain.length + 1, { timeout: 10_000 });
+    const samples = parseInt(document.querySelector("#range-note").textContent, 10);
+    return b && Number(b.textContent) >= n && samples >= 3;
+  }, plain.length + 1, { timeout: 30_000 });
+  const maxThroughput = await page.textContent("#charts [data-chart=throughput] .label:last-child span:last-child");
+  assert.match(maxThroughput, /max [1-9]/, "the throughput chart counted the finished tasks");
   await page.screenshot({ path: screenshot, fullPage: true });
   log("screenshot", screenshot);
   assert.deepEqual(problems, [], "no script errors or refused resources");

@@ -131,6 +131,16 @@ function chart(spec, points) {
     poly.setAttribute("stroke-width", "1.8");
     poly.setAttribute("vector-effect", "non-scaling-stroke");
     svg.append(area, poly);
+    // Dots, so a short series (or a single sample) shows too.
+    const dots = coords.length <= 60 ? coords : coords.slice(-1);
+    for (const [a, b] of dots) {
+      const dot = document.createElementNS(SVG, "circle");
+      dot.setAttribute("cx", a.toFixed(1));
+      dot.setAttribute("cy", b.toFixed(1));
+      dot.setAttribute("r", "2.2");
+      dot.setAttribute("fill", spec.color);
+      svg.appendChild(dot);
+    }
   }
   box.appendChild(svg);
   const foot = el("div", null, "label");
