@@ -91,6 +91,7 @@ conformance!(
     claim_respects_run_after,
     claim_starts_an_attempt_under_a_lease,
     concurrent_claimers_never_share_a_task,
+    concurrent_lifecycles_batch_without_mixing_up_tasks,
     claim_resumes_from_the_last_checkpoint_and_journal,
     checkpoint_clears_the_journal_it_covers,
     heartbeat_extends_only_leases_the_worker_holds,
@@ -421,6 +422,93 @@ async fn concurrent_claimers_never_share_a_task(backend: Backend) {
     assert_eq!(total, TASKS);
     let stats = h.store.stats().await.unwrap();
     assert_eq!(count(&stats, TaskStatus::Running), TASKS as u64);
+}
+
+/// Many workers at once, each: enqueue (half with a shared idempotency key), claim,
+/// checkpoint twice, complete; one stranger writes on every task. The SQL stores merge such
+/// concurrent writes into one statement per kind: each must still land on its own task.
+async fn concurrent_lifecycles_batch_without_mixing_up_tasks(backend: Backend) {
+    let h = backend.open(StoreOptions::new()).await;
+    const WORKERS: usize = 24;
+    let mut joins = Vec::new();
+    for w in 0..WORKERS {
+        let store = Arc::clone(&h.store);
+        joins.push(tokio::spawn(async move {
+            let worker = format!("w{w}");
+            let key = (w % 2 == 0).then(|| format!("pair-{}", w / 4));
+            let queued = store
+                .enqueue(NewTask {
+                    priority: (w % 3) as i32,
+                    idempotency_key: key.clone(),
+                    ..NewTask::new("agent", format!("t{w}"))
+                })
+                .await
+                .unwrap();
+            let mut mine = Vec::new();
+            loop {
+                let got = store.claim(&worker, &[], &[], 2, LEASE).await.unwrap();
+                if got.is_empty() {
+                    break;
+                }
+                let priorities: Vec<i32> = got.iter().map(|c| c.record.priority).collect();
+                let mut sorted = priorities.clone();
+                sorted.sort_by(|a, b| b.cmp(a));
+                assert_eq!(
+                    priorities, sorted,
+                    "a claim's tasks come highest priority first"
+                );
+                for claimed in got {
+                    let id = claimed.record.id;
+                    assert_eq!(claimed.record.lease_owner.as_deref(), Some(worker.as_str()));
+                    assert_lease_lost(
+                        store
+                            .checkpoint(&id, "stranger", State::after(9).as_ref())
+                            .await,
+                    );
+                    for step in 1..=2 {
+                        store
+                            .checkpoint(&id, &worker, State::after(step).as_ref())
+                            .await
+                            .unwrap();
+                    }
+                    assert_lease_lost(store.complete(&id, "stranger", json!("no")).await);
+                    store
+                        .complete(&id, &worker, json!({"by": worker, "task": id.0}))
+                        .await
+                        .unwrap();
+                    mine.push(id);
+                }
+                tokio::task::yield_now().await;
+            }
+            (key, queued, mine)
+        }));
+    }
+    let mut by_key = std::collections::HashMap::new();
+    let mut created = 0;
+    let mut done = HashSet::new();
+    for join in joins {
+        let (key, queued, mine) = join.await.unwrap();
+        created += usize::from(queued.created);
+        if let Some(key) = key {
+            let first = by_key.entry(key).or_insert_with(|| queued.id.clone());
+            assert_eq!(*first, queued.id, "one task per idempotency key");
+        }
+        for id in mine {
+            assert!(done.insert(id.clone()), "task {id} claimed twice");
+        }
+    }
+    // 12 keyless tasks and 6 keys (two workers each).
+    assert_eq!(created, WORKERS / 2 + WORKERS / 4);
+    assert_eq!(done.len(), created);
+    for id in &done {
+        let record = h.store.get(id).await.unwrap().unwrap();
+        assert_eq!(record.status, TaskStatus::Succeeded);
+        assert_eq!(record.result.unwrap()["task"], json!(id.0));
+        assert_eq!(record.lease_owner, None);
+    }
+    let stats = h.store.stats().await.unwrap();
+    assert_eq!(count(&stats, TaskStatus::Succeeded), created as u64);
+    assert_eq!(count(&stats, TaskStatus::Queued), 0);
 }
 
 async fn claim_resumes_from_the_last_checkpoint_and_journal(backend: Backend) {
@@ -1327,8 +1415,14 @@ async fn open_chooses_by_scheme() {
         let id = sqlite.enqueue(NewTask::new("a", "t")).await.unwrap().id;
         assert_eq!(status(&*sqlite, &id).await, TaskStatus::Queued);
     }
-    assert!(matches!(
-        pocket_cluster::store::open("redis://localhost", StoreOptions::new()).await,
-        Err(StoreError::Invalid(_))
-    ));
+    for url in ["redis://localhost", "pocket.db"] {
+        let err = match pocket_cluster::store::open(url, StoreOptions::new()).await {
+            Err(err) => err,
+            Ok(_) => panic!("`{url}` opened a store"),
+        };
+        assert!(matches!(err, StoreError::BadUrl(_)), "{err:?}");
+        let message = err.to_string();
+        assert!(message.starts_with("bad task store URL"), "{message}");
+        assert!(message.contains(url), "{message}");
+    }
 }

@@ -63,6 +63,9 @@ struct State {
     /// Finished tasks, oldest first, for pruning.
     finished: VecDeque<u64>,
     counts: [u64; TaskStatus::ALL.len()],
+    /// Queued tasks (scheduled retries included) by priority, kept as they change so that
+    /// `stats` (every heartbeat) does not walk the queue.
+    queued_by_priority: BTreeMap<Reverse<i32>, u64>,
 }
 
 impl MemoryStore {
@@ -120,6 +123,7 @@ impl State {
         self.ids.insert(id.clone(), seq);
         self.ready.insert((Reverse(task.priority), seq));
         self.counts[TaskStatus::Queued.index()] += 1;
+        self.count_queued(task.priority, true);
         self.tasks.insert(
             seq,
             Slot {
@@ -206,6 +210,7 @@ impl State {
                 resume,
             });
             self.leased.insert(seq);
+            self.count_queued(key.0.0, false);
             self.counts[TaskStatus::Queued.index()] -= 1;
             self.counts[TaskStatus::Running.index()] += 1;
         }
@@ -243,11 +248,33 @@ impl State {
     fn set_status(&mut self, seq: u64, status: TaskStatus, now: i64) -> Result<(), StoreError> {
         let slot = self.slot(seq)?;
         let old = slot.record.status;
+        let priority = slot.record.priority;
         slot.record.status = status;
         slot.record.updated_at = from_ms(now);
         self.counts[old.index()] -= 1;
         self.counts[status.index()] += 1;
+        if old == TaskStatus::Queued && status != TaskStatus::Queued {
+            self.count_queued(priority, false);
+        } else if old != TaskStatus::Queued && status == TaskStatus::Queued {
+            self.count_queued(priority, true);
+        }
         Ok(())
+    }
+
+    /// One more (`true`) or one fewer queued task of this priority.
+    fn count_queued(&mut self, priority: i32, more: bool) {
+        let n = self
+            .queued_by_priority
+            .entry(Reverse(priority))
+            .or_default();
+        if more {
+            *n += 1;
+        } else {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                self.queued_by_priority.remove(&Reverse(priority));
+            }
+        }
     }
 
     /// Drops the lease of a leased task.
@@ -379,23 +406,16 @@ impl State {
     }
 
     fn stats(&self) -> QueueStats {
-        let mut by_priority: BTreeMap<Reverse<i32>, u64> = BTreeMap::new();
-        for (priority, _) in &self.ready {
-            *by_priority.entry(*priority).or_default() += 1;
-        }
-        for (_, seq) in &self.delayed {
-            if let Some(slot) = self.tasks.get(seq) {
-                *by_priority
-                    .entry(Reverse(slot.record.priority))
-                    .or_default() += 1;
-            }
-        }
         QueueStats {
             by_status: TaskStatus::ALL
                 .into_iter()
                 .map(|s| (s, self.counts[s.index()]))
                 .collect(),
-            queued_by_priority: by_priority.into_iter().map(|(p, n)| (p.0, n)).collect(),
+            queued_by_priority: self
+                .queued_by_priority
+                .iter()
+                .map(|(p, n)| (p.0, *n))
+                .collect(),
         }
     }
 }

@@ -59,9 +59,7 @@ mod sql;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use approvals::{
-    ApprovalRecord, ApprovalStore, Decided, NewApproval, approval_id,
-};
+pub use approvals::{ApprovalRecord, ApprovalStore, Decided, NewApproval, approval_id};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
@@ -306,6 +304,10 @@ pub enum StoreError {
     /// The request is invalid (empty agent name, say).
     #[error("invalid task: {0}")]
     Invalid(String),
+    /// A store URL that [`open`] (or a store's constructor) cannot use: an unknown scheme,
+    /// a scheme whose feature is off, or a malformed URL.
+    #[error("bad task store URL: {0}")]
+    BadUrl(String),
     /// The database failed.
     #[error("task store: {message}")]
     Backend {
@@ -548,18 +550,22 @@ impl StoreOptions {
 /// `sqlite::memory:`, or `postgres://user@host/db` (also `postgresql://`).
 ///
 /// # Errors
-/// [`StoreError::Invalid`] for another scheme or one whose feature is off; the store's own
-/// errors when it cannot open.
+/// [`StoreError::BadUrl`] for another scheme, one whose feature is off, or a malformed URL;
+/// the store's own errors when it cannot open.
 pub async fn open(url: &str, options: StoreOptions) -> Result<Arc<dyn TaskStore>, StoreError> {
-    let scheme = url.split_once(':').map(|(scheme, _)| scheme).unwrap_or(url);
+    let Some((scheme, _)) = url.split_once(':') else {
+        return Err(StoreError::BadUrl(format!(
+            "`{url}` has no scheme (expected memory:, sqlite://PATH or postgres://USER@HOST/DB)"
+        )));
+    };
     match scheme {
         "memory" => Ok(Arc::new(MemoryStore::new(options))),
         #[cfg(feature = "sqlite")]
         "sqlite" => Ok(Arc::new(SqliteStore::open(url, options).await?)),
         #[cfg(feature = "postgres")]
         "postgres" | "postgresql" => Ok(Arc::new(PostgresStore::connect(url, options).await?)),
-        _ => Err(StoreError::Invalid(format!(
-            "unsupported task store URL scheme `{scheme}` (expected memory:, sqlite:// or \
+        _ => Err(StoreError::BadUrl(format!(
+            "unsupported scheme `{scheme}` in `{url}` (expected memory:, sqlite:// or \
              postgres://, with the crate feature for it)"
         ))),
     }

@@ -1,5 +1,6 @@
 //! The PostgreSQL store: several machines on one database, claims with `SKIP LOCKED`.
 
+use std::collections::HashSet;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +12,13 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
 use sqlx::{Postgres, Row};
 
-use super::sql::{Db, backend, corrupt, from_json, to_json};
+use super::sql::{Db, backend, corrupt, from_json, retryable, to_json};
 use super::{
     Claimed, Enqueued, FailOutcome, NewTask, QueueStats, StoreError, StoreOptions, TaskFilter,
     TaskId, TaskRecord, TaskStatus, TaskStore, duration_ms, from_ms, lease_expired_error,
     list_limit, log_reclaimed, new_id, validate, validate_worker,
 };
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 /// The columns of a [`TaskRecord`], in [`record`]'s order.
 macro_rules! columns {
@@ -55,6 +57,8 @@ pub struct PostgresStore {
 struct Inner {
     pool: PgPool,
     options: StoreOptions,
+    /// Checkpoints and completions, for the batcher task.
+    held: mpsc::Sender<HeldReq>,
 }
 
 fn db(what: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
@@ -72,7 +76,9 @@ fn migrator() -> Migrator {
             1,
             "tasks".into(),
             MigrationType::Simple,
-            sqlx::SqlSafeStr::into_sql_str(include_str!("../../migrations/postgres/0001_tasks.sql")),
+            sqlx::SqlSafeStr::into_sql_str(include_str!(
+                "../../migrations/postgres/0001_tasks.sql"
+            )),
             false,
         ),
         approvals::migration(),
@@ -86,11 +92,11 @@ impl PostgresStore {
     /// and creates or migrates the tables.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a malformed URL; [`StoreError::Backend`] when the server
+    /// [`StoreError::BadUrl`] for a malformed URL; [`StoreError::Backend`] when the server
     /// cannot be reached (retryable) or the schema cannot be migrated.
     pub async fn connect(url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let connect = PgConnectOptions::from_str(url)
-            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+            .map_err(|e| StoreError::BadUrl(format!("not a PostgreSQL URL: {e}")))?;
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections.unwrap_or(10))
             .acquire_timeout(Duration::from_secs(30))
@@ -105,8 +111,14 @@ impl PostgresStore {
                 retryable: false,
                 source: Some(Box::new(e)),
             })?;
+        let (held, rx) = mpsc::channel(MAX_BATCH * BATCHES_IN_FLIGHT);
+        tokio::spawn(batcher(pool.clone(), rx));
         Ok(Self {
-            inner: Arc::new(Inner { pool, options }),
+            inner: Arc::new(Inner {
+                pool,
+                options,
+                held,
+            }),
         })
     }
 
@@ -121,18 +133,33 @@ impl PostgresStore {
 
     /// Why a worker's write changed nothing: the task is unknown, or not held by it.
     async fn not_held(&self, id: &TaskId, worker: &str) -> StoreError {
-        match sqlx::query("SELECT 1 FROM pocket_tasks WHERE id = $1")
-            .bind(&id.0)
-            .fetch_optional(&self.inner.pool)
-            .await
-        {
-            Ok(Some(_)) => StoreError::LeaseLost {
-                id: id.clone(),
-                worker: worker.to_owned(),
-            },
-            Ok(None) => StoreError::NotFound(id.clone()),
-            Err(e) => backend(Db::Postgres, "looking up a task", e),
-        }
+        not_held(&self.inner.pool, id, worker).await
+    }
+
+    /// A checkpoint or completion, merged by the batcher with the others sent meanwhile.
+    async fn held_op(
+        &self,
+        kind: Held,
+        id: &TaskId,
+        worker: &str,
+        value: String,
+    ) -> Result<(), StoreError> {
+        let (reply, result) = oneshot::channel();
+        let req = HeldReq {
+            kind,
+            id: id.clone(),
+            worker: worker.to_owned(),
+            value,
+            now: self.now(),
+            reply,
+        };
+        let gone = || StoreError::Backend {
+            message: "the PostgreSQL store's batcher stopped".into(),
+            retryable: false,
+            source: None,
+        };
+        self.inner.held.send(req).await.map_err(|_| gone())?;
+        result.await.map_err(|_| gone())?
     }
 
     async fn enqueue_inner(&self, task: NewTask) -> Result<Enqueued, StoreError> {
@@ -534,6 +561,158 @@ fn record(row: &PgRow) -> Result<TaskRecord, StoreError> {
     })
 }
 
+/// At most this many checkpoints or completions share one statement.
+const MAX_BATCH: usize = 512;
+
+/// At most this many merged statements run at once (PostgreSQL commits them together).
+const BATCHES_IN_FLIGHT: usize = 4;
+
+/// What a [`HeldReq`] writes on a task its worker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Checkpoint,
+    Complete,
+}
+
+/// A checkpoint or completion waiting for the batcher.
+struct HeldReq {
+    kind: Held,
+    id: TaskId,
+    worker: String,
+    /// The checkpoint's or result's JSON.
+    value: String,
+    now: i64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Takes the checkpoints and completions queued so far and writes each kind with one
+/// `UPDATE … FROM UNNEST(…)` (one commit, one disk flush for the lot), up to
+/// [`BATCHES_IN_FLIGHT`] batches at once. Ends when the store is dropped.
+async fn batcher(pool: PgPool, mut rx: mpsc::Receiver<HeldReq>) {
+    let slots = Arc::new(Semaphore::new(BATCHES_IN_FLIGHT));
+    while let Some(first) = rx.recv().await {
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
+        // Gather what queued while we waited for a slot.
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(req) => batch.push(req),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let (checkpoints, completions): (Vec<_>, Vec<_>) =
+                batch.into_iter().partition(|r| r.kind == Held::Checkpoint);
+            // Checkpoints first: a run's checkpoint and completion sent together land in order.
+            write_held(&pool, Held::Checkpoint, checkpoints).await;
+            write_held(&pool, Held::Complete, completions).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Writes one kind of a batch: a round per statement (a task named twice goes in a later
+/// round, so each write lands in order), rows in id order (concurrent batches lock in the
+/// same order).
+async fn write_held(pool: &PgPool, kind: Held, mut reqs: Vec<HeldReq>) {
+    reqs.sort_by(|a, b| a.id.cmp(&b.id));
+    while !reqs.is_empty() {
+        let mut round = Vec::with_capacity(reqs.len());
+        let mut later = Vec::new();
+        for req in reqs {
+            if round.last().is_some_and(|r: &HeldReq| r.id == req.id) {
+                later.push(req);
+            } else {
+                round.push(req);
+            }
+        }
+        reqs = later;
+        let results = held_round(pool, kind, &round).await;
+        for (req, result) in round.into_iter().zip(results) {
+            let _ = req.reply.send(result);
+        }
+    }
+}
+
+async fn held_round(pool: &PgPool, kind: Held, reqs: &[HeldReq]) -> Vec<Result<(), StoreError>> {
+    let (sql, what) = match kind {
+        // The trigger on `checkpoint` clears each task's journal in the same statement.
+        Held::Checkpoint => (
+            concat!(
+                "UPDATE pocket_tasks AS t SET checkpoint = b.v, updated_at = b.now \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[]) AS b(id, w, v, now) \
+                 WHERE t.id = b.id AND t.lease_owner = b.w AND t.",
+                leased!(),
+                " RETURNING t.id"
+            ),
+            "saving checkpoints",
+        ),
+        Held::Complete => (
+            concat!(
+                "UPDATE pocket_tasks AS t SET status = 'succeeded', result = b.v, \
+                 checkpoint = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = b.now \
+                 FROM UNNEST($1::text[], $2::text[], $3::text[], $4::int8[]) AS b(id, w, v, now) \
+                 WHERE t.id = b.id AND t.lease_owner = b.w AND t.",
+                leased!(),
+                " RETURNING t.id"
+            ),
+            "completing tasks",
+        ),
+    };
+    let done: Result<Vec<String>, _> = sqlx::query_scalar(sql)
+        .bind(reqs.iter().map(|r| r.id.0.as_str()).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.worker.as_str()).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.value.as_str()).collect::<Vec<_>>())
+        .bind(reqs.iter().map(|r| r.now).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await;
+    let done: HashSet<String> = match done {
+        Ok(done) => done.into_iter().collect(),
+        Err(e) => {
+            let e = Arc::new(e);
+            return reqs
+                .iter()
+                .map(|_| {
+                    Err(StoreError::Backend {
+                        message: format!("{what} failed"),
+                        retryable: retryable(Db::Postgres, &e),
+                        source: Some(Box::new(Arc::clone(&e))),
+                    })
+                })
+                .collect();
+        }
+    };
+    let mut results = Vec::with_capacity(reqs.len());
+    for req in reqs {
+        if done.contains(&req.id.0) {
+            results.push(Ok(()));
+        } else {
+            results.push(Err(not_held(pool, &req.id, &req.worker).await));
+        }
+    }
+    results
+}
+
+/// Why a worker's write changed nothing: the task is unknown, or not held by it.
+async fn not_held(pool: &PgPool, id: &TaskId, worker: &str) -> StoreError {
+    match sqlx::query("SELECT 1 FROM pocket_tasks WHERE id = $1")
+        .bind(&id.0)
+        .fetch_optional(pool)
+        .await
+    {
+        Ok(Some(_)) => StoreError::LeaseLost {
+            id: id.clone(),
+            worker: worker.to_owned(),
+        },
+        Ok(None) => StoreError::NotFound(id.clone()),
+        Err(e) => backend(Db::Postgres, "looking up a task", e),
+    }
+}
+
 impl TaskStore for PostgresStore {
     fn enqueue(&self, task: NewTask) -> BoxFuture<'_, Result<Enqueued, StoreError>> {
         Box::pin(self.enqueue_inner(task))
@@ -566,18 +745,8 @@ impl TaskStore for PostgresStore {
         state: CheckpointRef<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            // The trigger on `checkpoint` clears the journal in the same statement.
-            let query = sqlx::query(concat!(
-                "UPDATE pocket_tasks SET checkpoint = $3, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND ",
-                leased!()
-            ))
-            .bind(&id.0)
-            .bind(worker)
-            .bind(to_json(&state)?)
-            .bind(self.now());
-            self.held_write(id, worker, "saving a checkpoint", query)
-                .await
+            let state = to_json(&state)?;
+            self.held_op(Held::Checkpoint, id, worker, state).await
         })
     }
 
@@ -636,18 +805,8 @@ impl TaskStore for PostgresStore {
         result: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let query = sqlx::query(concat!(
-                "UPDATE pocket_tasks SET status = 'succeeded', result = $3, checkpoint = NULL, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = $4 \
-                 WHERE id = $1 AND lease_owner = $2 AND ",
-                leased!()
-            ))
-            .bind(&id.0)
-            .bind(worker)
-            .bind(to_json(&result)?)
-            .bind(self.now());
-            self.held_write(id, worker, "completing a task", query)
-                .await
+            let result = to_json(&result)?;
+            self.held_op(Held::Complete, id, worker, result).await
         })
     }
 

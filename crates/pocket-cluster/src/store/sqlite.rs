@@ -1,5 +1,6 @@
 //! The SQLite store: one file in WAL mode, written by one task that commits in groups.
 
+use std::collections::{HashMap, HashSet};
 use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -115,6 +116,7 @@ fn migrator() -> Migrator {
 /// What the writer task receives.
 enum Msg {
     Job(Box<dyn Job>),
+    Op(Box<Op>),
     Close(oneshot::Sender<()>),
 }
 
@@ -122,6 +124,7 @@ impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Msg::Job(_) => "Job",
+            Msg::Op(_) => "Op",
             Msg::Close(_) => "Close",
         })
     }
@@ -173,31 +176,36 @@ where
 }
 
 /// The writer task: takes every write queued so far (up to [`MAX_BATCH`]), runs them in one
-/// `BEGIN IMMEDIATE` transaction, commits once and answers each.
-async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
+/// `BEGIN IMMEDIATE` transaction (merging enqueues, claims, checkpoints and completions into
+/// a statement per kind), commits once and answers each.
+async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>, options: StoreOptions) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut ops = Ops::default();
     let mut closing = None;
     while closing.is_none() {
         match rx.recv().await {
             None => break,
             Some(Msg::Close(done)) => closing = Some(done),
             Some(Msg::Job(job)) => batch.push(job),
+            Some(Msg::Op(op)) => ops.push(*op),
         }
-        while closing.is_none() && batch.len() < MAX_BATCH {
+        while closing.is_none() && batch.len() + ops.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok(Msg::Job(job)) => batch.push(job),
+                Ok(Msg::Op(op)) => ops.push(*op),
                 Ok(Msg::Close(done)) => closing = Some(done),
                 Err(_) => break,
             }
         }
-        if !batch.is_empty() {
-            run_batch(&mut conn, &mut batch).await;
+        if !batch.is_empty() || ops.len() > 0 {
+            run_batch(&mut conn, &mut batch, &mut ops, &options).await;
         }
     }
     rx.close();
     while let Ok(msg) = rx.try_recv() {
         match msg {
             Msg::Job(job) => job.fail(closed()),
+            Msg::Op(op) => op.fail(closed()),
             Msg::Close(done) => {
                 let _ = done.send(());
             }
@@ -211,39 +219,60 @@ async fn writer(mut conn: SqliteConnection, mut rx: mpsc::Receiver<Msg>) {
     }
 }
 
-async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>) {
-    // A write alone commits by itself: BEGIN and COMMIT would be two more round trips to
-    // SQLite's thread. (Each statement of a job guards itself, so a job's statements need
+async fn run_batch(
+    conn: &mut SqliteConnection,
+    batch: &mut Vec<Box<dyn Job>>,
+    ops: &mut Ops,
+    options: &StoreOptions,
+) {
+    // A batch of one statement commits by itself: BEGIN and COMMIT would be two more round
+    // trips to SQLite's thread. (Each statement guards itself, so a job's statements need
     // no shared transaction; only other processes could come between them.)
-    if batch.len() == 1
-        && let Some(job) = batch.pop()
-    {
-        let (reply, _) = job.run(&mut *conn).await;
-        reply(None);
-        return;
-    }
-    if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
+    let alone = batch.len() + ops.statements() == 1;
+    if !alone && let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await {
         let e = Arc::new(e);
         for job in batch.drain(..) {
             job.fail(shared("starting a write transaction", &e));
         }
+        ops.fail_all(|| shared("starting a write transaction", &e));
         return;
     }
-    let mut replies = Vec::with_capacity(batch.len());
+    let mut replies = Vec::with_capacity(batch.len() + ops.len());
+    let mut broke = false;
+    if !ops.enqueues.is_empty() {
+        let enqueues = std::mem::take(&mut ops.enqueues);
+        broke = enqueue_batch(conn, enqueues, options, &mut replies).await;
+    }
+    if !broke && !ops.claims.is_empty() {
+        broke = claim_batch(conn, std::mem::take(&mut ops.claims), &mut replies).await;
+    }
+    if !broke && !ops.checkpoints.is_empty() {
+        let checkpoints = std::mem::take(&mut ops.checkpoints);
+        broke = held_batch(conn, Held::Checkpoint, checkpoints, &mut replies).await;
+    }
+    if !broke && !ops.completions.is_empty() {
+        let completions = std::mem::take(&mut ops.completions);
+        broke = held_batch(conn, Held::Complete, completions, &mut replies).await;
+    }
     let mut jobs = batch.drain(..);
-    for job in jobs.by_ref() {
-        let (reply, broke) = job.run(&mut *conn).await;
-        replies.push(reply);
-        if broke {
-            break;
+    if !broke {
+        for job in jobs.by_ref() {
+            let (reply, failed) = job.run(&mut *conn).await;
+            replies.push(reply);
+            if failed {
+                break;
+            }
         }
     }
     for job in jobs {
-        job.fail(StoreError::Backend {
-            message: "not written: an earlier write in its transaction failed".into(),
-            retryable: true,
-            source: None,
-        });
+        job.fail(not_written());
+    }
+    ops.fail_all(not_written);
+    if alone {
+        for reply in replies {
+            reply(None);
+        }
+        return;
     }
     let commit = sqlx::query("COMMIT")
         .execute(&mut *conn)
@@ -258,19 +287,535 @@ async fn run_batch(conn: &mut SqliteConnection, batch: &mut Vec<Box<dyn Job>>) {
     }
 }
 
+/// At most this many claim slots go into one merged claim statement; a claim asking for
+/// more runs alone.
+const MAX_MERGED_SLOTS: i64 = 1024;
+
+/// A write that the writer merges with the others of its kind in its batch into one
+/// statement (sqlx hands each statement to SQLite's thread: fewer statements, more tasks per
+/// second).
+enum Op {
+    Enqueue(EnqueueOp),
+    Claim(ClaimOp),
+    Held(HeldOp),
+}
+
+impl Op {
+    fn fail(self, error: StoreError) {
+        match self {
+            Op::Enqueue(op) => drop(op.reply.send(Err(error))),
+            Op::Claim(op) => drop(op.reply.send(Err(error))),
+            Op::Held(op) => drop(op.reply.send(Err(error))),
+        }
+    }
+}
+
+struct EnqueueOp {
+    id: TaskId,
+    task: NewTask,
+    capabilities: String,
+    metadata: String,
+    now: i64,
+    reply: oneshot::Sender<Result<Enqueued, StoreError>>,
+}
+
+struct ClaimOp {
+    worker: String,
+    agents: Option<String>,
+    capabilities: String,
+    limit: i64,
+    expires: i64,
+    now: i64,
+    reply: oneshot::Sender<Result<Vec<Claimed>, StoreError>>,
+}
+
+/// What a [`HeldOp`] writes on a task its worker holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    Checkpoint,
+    Complete,
+}
+
+struct HeldOp {
+    kind: Held,
+    id: TaskId,
+    worker: String,
+    /// The checkpoint's or the result's JSON.
+    value: String,
+    now: i64,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// A batch's merged writes, by kind.
+#[derive(Default)]
+struct Ops {
+    enqueues: Vec<EnqueueOp>,
+    claims: Vec<ClaimOp>,
+    checkpoints: Vec<HeldOp>,
+    completions: Vec<HeldOp>,
+}
+
+impl Ops {
+    fn push(&mut self, op: Op) {
+        match op {
+            Op::Enqueue(op) => self.enqueues.push(op),
+            Op::Claim(op) => self.claims.push(op),
+            Op::Held(op) if op.kind == Held::Checkpoint => self.checkpoints.push(op),
+            Op::Held(op) => self.completions.push(op),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.enqueues.len() + self.claims.len() + self.checkpoints.len() + self.completions.len()
+    }
+
+    /// How many statements (at least) the batch runs: more than one needs a transaction.
+    fn statements(&self) -> usize {
+        [
+            self.enqueues.len(),
+            self.checkpoints.len(),
+            self.completions.len(),
+        ]
+        .iter()
+        .filter(|n| **n > 0)
+        .count()
+            + self.claims.len()
+    }
+
+    fn fail_all(&mut self, error: impl Fn() -> StoreError) {
+        for op in self.enqueues.drain(..) {
+            let _ = op.reply.send(Err(error()));
+        }
+        for op in self.claims.drain(..) {
+            let _ = op.reply.send(Err(error()));
+        }
+        for op in self.checkpoints.drain(..).chain(self.completions.drain(..)) {
+            let _ = op.reply.send(Err(error()));
+        }
+    }
+}
+
+/// One store error reported to every write of a merged statement.
+fn shared_store(what: &'static str, err: &Arc<StoreError>) -> StoreError {
+    StoreError::Backend {
+        message: format!("{what} failed"),
+        retryable: err.is_retryable(),
+        source: Some(Box::new(Arc::clone(err))),
+    }
+}
+
+fn not_written() -> StoreError {
+    StoreError::Backend {
+        message: "not written: an earlier write in its transaction failed".into(),
+        retryable: true,
+        source: None,
+    }
+}
+
+/// Delivers `result` once the commit is known.
+fn answer<T: Send + 'static>(
+    reply: oneshot::Sender<Result<T, StoreError>>,
+    result: Result<T, StoreError>,
+) -> Reply {
+    Box::new(move |commit| {
+        let _ = reply.send(match (commit, result) {
+            (Some(err), Ok(_)) => Err(shared("committing writes", err)),
+            (_, result) => result,
+        });
+    })
+}
+
+/// Whether an error is the database's (after which the transaction may be gone).
+fn is_db_error<T>(result: &Result<T, StoreError>) -> bool {
+    matches!(result, Err(StoreError::Backend { .. }))
+}
+
+/// Enqueues a batch: one lookup of the idempotency keys it names (if any), one count of the
+/// queue (with [`StoreOptions::max_queued`]), one `INSERT … SELECT FROM json_each`.
+async fn enqueue_batch(
+    conn: &mut SqliteConnection,
+    ops: Vec<EnqueueOp>,
+    options: &StoreOptions,
+    replies: &mut Vec<Reply>,
+) -> bool {
+    match enqueue_rows(conn, &ops, options).await {
+        Ok(results) => {
+            for (op, result) in ops.into_iter().zip(results) {
+                replies.push(answer(op.reply, result));
+            }
+            false
+        }
+        Err(e) => {
+            let e = Arc::new(e);
+            for op in ops {
+                replies.push(answer(op.reply, Err(shared("enqueueing tasks", &e))));
+            }
+            true
+        }
+    }
+}
+
+async fn enqueue_rows(
+    conn: &mut SqliteConnection,
+    ops: &[EnqueueOp],
+    options: &StoreOptions,
+) -> Result<Vec<Result<Enqueued, StoreError>>, sqlx::Error> {
+    let keys: Vec<&str> = ops
+        .iter()
+        .filter_map(|op| op.task.idempotency_key.as_deref())
+        .collect();
+    let mut known: HashMap<String, String> = HashMap::new();
+    if !keys.is_empty() {
+        let list = serde_json::to_string(&keys).unwrap_or_default();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT idempotency_key, id FROM pocket_tasks \
+             WHERE idempotency_key IN (SELECT value FROM json_each(?1))",
+        )
+        .bind(list)
+        .fetch_all(&mut *conn)
+        .await?;
+        known.extend(rows);
+    }
+    let mut room = match options.max_queued {
+        Some(limit) => {
+            let queued: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM \
+                 (SELECT 1 FROM pocket_tasks WHERE status = 'queued' LIMIT ?1) AS queued",
+            )
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_one(&mut *conn)
+            .await?;
+            limit.saturating_sub(u64::try_from(queued).unwrap_or(0))
+        }
+        None => u64::MAX,
+    };
+    let mut results = Vec::with_capacity(ops.len());
+    let mut rows = Vec::new();
+    for op in ops {
+        let key = op.task.idempotency_key.as_deref();
+        if let Some(existing) = key.and_then(|k| known.get(k)) {
+            results.push(Ok(Enqueued {
+                id: TaskId(existing.clone()),
+                created: false,
+            }));
+            continue;
+        }
+        if room == 0 {
+            let limit = options.max_queued.unwrap_or(0);
+            results.push(Err(options.queue_full(limit)));
+            continue;
+        }
+        room -= 1;
+        if let Some(key) = key {
+            known.insert(key.to_owned(), op.id.0.clone());
+        }
+        rows.push(serde_json::json!({
+            "id": op.id.0,
+            "agent": op.task.agent,
+            "task": op.task.task,
+            "priority": op.task.priority,
+            "capabilities": op.capabilities,
+            "key": key,
+            "max_attempts": op.task.max_attempts,
+            "metadata": op.metadata,
+            "now": op.now,
+        }));
+        results.push(Ok(Enqueued {
+            id: op.id.clone(),
+            created: true,
+        }));
+    }
+    if rows.is_empty() {
+        return Ok(results);
+    }
+    let wanted = rows.len();
+    let rows = serde_json::Value::Array(rows).to_string();
+    // `WHERE true` keeps SQLite from reading ON CONFLICT as a join constraint; `ORDER BY
+    // key` inserts in the batch's order, so `seq` stays FIFO.
+    let inserted: Vec<String> = sqlx::query_scalar(
+        "INSERT INTO pocket_tasks (id, agent, task, priority, capabilities, idempotency_key, \
+         status, max_attempts, metadata, created_at, updated_at, run_after) \
+         SELECT r.value ->> 'id', r.value ->> 'agent', r.value ->> 'task', \
+         r.value ->> 'priority', r.value ->> 'capabilities', r.value ->> 'key', 'queued', \
+         r.value ->> 'max_attempts', r.value ->> 'metadata', r.value ->> 'now', \
+         r.value ->> 'now', r.value ->> 'now' FROM json_each(?1) AS r WHERE true \
+         ORDER BY r.key ON CONFLICT (idempotency_key) DO NOTHING RETURNING id",
+    )
+    .bind(rows)
+    .fetch_all(&mut *conn)
+    .await?;
+    if inserted.len() < wanted {
+        // Another process inserted a key between our lookup and insert: return its task.
+        for (op, result) in ops.iter().zip(results.iter_mut()) {
+            let Ok(Enqueued { id, created: true }) = result else {
+                continue;
+            };
+            if inserted.contains(&id.0) {
+                continue;
+            }
+            let existing: String =
+                sqlx::query_scalar("SELECT id FROM pocket_tasks WHERE idempotency_key = ?1")
+                    .bind(op.task.idempotency_key.as_deref())
+                    .fetch_one(&mut *conn)
+                    .await?;
+            *result = Ok(Enqueued {
+                id: TaskId(existing),
+                created: false,
+            });
+        }
+    }
+    Ok(results)
+}
+
+/// Claims a batch: claims with the same filters share one statement that hands out
+/// consecutive slots (the first claimer gets the best tasks); others run one each.
+async fn claim_batch(
+    conn: &mut SqliteConnection,
+    ops: Vec<ClaimOp>,
+    replies: &mut Vec<Reply>,
+) -> bool {
+    let mut groups: Vec<Vec<ClaimOp>> = Vec::new();
+    for op in ops {
+        let group = groups.iter_mut().find(|g| {
+            op.limit <= MAX_MERGED_SLOTS
+                && g[0].limit <= MAX_MERGED_SLOTS
+                && g[0].agents == op.agents
+                && g[0].capabilities == op.capabilities
+                && g.iter().all(|o| o.worker != op.worker)
+                && g.iter().map(|o| o.limit).sum::<i64>() + op.limit <= MAX_MERGED_SLOTS
+        });
+        match group {
+            Some(group) => group.push(op),
+            None => groups.push(vec![op]),
+        }
+    }
+    let mut groups = groups.into_iter();
+    for group in groups.by_ref() {
+        let result = claim_group(conn, &group).await;
+        let failed = result.is_err();
+        match result {
+            Ok(mut claimed) => {
+                for op in group.into_iter().rev() {
+                    let mine = claimed.pop().unwrap_or_default();
+                    replies.push(answer(op.reply, Ok(mine)));
+                }
+            }
+            Err(e) => {
+                let e = Arc::new(e);
+                for op in group {
+                    replies.push(answer(op.reply, Err(shared_store("claiming tasks", &e))));
+                }
+            }
+        }
+        if failed {
+            for op in groups.flatten() {
+                let _ = op.reply.send(Err(not_written()));
+            }
+            return true;
+        }
+    }
+    false
+}
+
+/// The tasks each claim of a group gets, in the group's order.
+async fn claim_group(
+    conn: &mut SqliteConnection,
+    group: &[ClaimOp],
+) -> Result<Vec<Vec<Claimed>>, StoreError> {
+    let first = &group[0];
+    let now = group.iter().map(|o| o.now).min().unwrap_or(first.now);
+    // INDEXED BY: without statistics the planner would take the status index and sort every
+    // queued task on each claim.
+    let rows = if group.len() == 1 {
+        sqlx::query(concat!(
+            "UPDATE pocket_tasks SET status = 'running', attempts = attempts + 1, \
+             lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
+             WHERE seq IN (SELECT seq FROM pocket_tasks INDEXED BY pocket_tasks_queue \
+                 WHERE status = 'queued' AND run_after <= ?3 \
+                 AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4))) \
+                 AND (capabilities = '[]' OR NOT EXISTS (\
+                     SELECT 1 FROM json_each(capabilities) AS need \
+                     WHERE need.value NOT IN (SELECT value FROM json_each(?5)))) \
+                 ORDER BY priority DESC, seq LIMIT ?6) \
+             RETURNING seq, checkpoint, ",
+            columns!()
+        ))
+        .bind(&first.worker)
+        .bind(first.expires)
+        .bind(now)
+        .bind(&first.agents)
+        .bind(&first.capabilities)
+        .bind(first.limit)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("claiming tasks"))?
+    } else {
+        let slots: Vec<(&str, i64)> = group
+            .iter()
+            .flat_map(|o| (0..o.limit).map(move |_| (o.worker.as_str(), o.expires)))
+            .collect();
+        let total = i64::try_from(slots.len()).unwrap_or(i64::MAX);
+        sqlx::query(concat!(
+            "WITH slots AS (SELECT key AS n, value ->> '$[0]' AS owner, \
+                 value ->> '$[1]' AS expires FROM json_each(?1)), \
+             picked AS (SELECT seq AS picked_seq, \
+                 row_number() OVER (ORDER BY priority DESC, seq) - 1 AS n \
+                 FROM pocket_tasks INDEXED BY pocket_tasks_queue \
+                 WHERE status = 'queued' AND run_after <= ?2 \
+                 AND (?3 IS NULL OR agent IN (SELECT value FROM json_each(?3))) \
+                 AND (capabilities = '[]' OR NOT EXISTS (\
+                     SELECT 1 FROM json_each(capabilities) AS need \
+                     WHERE need.value NOT IN (SELECT value FROM json_each(?4)))) \
+                 ORDER BY priority DESC, seq LIMIT ?5) \
+             UPDATE pocket_tasks SET status = 'running', attempts = attempts + 1, \
+             lease_owner = slots.owner, lease_expires_at = slots.expires, updated_at = ?2 \
+             FROM picked JOIN slots ON slots.n = picked.n \
+             WHERE pocket_tasks.seq = picked.picked_seq \
+             RETURNING seq, checkpoint, ",
+            columns!()
+        ))
+        .bind(serde_json::to_string(&slots).unwrap_or_default())
+        .bind(now)
+        .bind(&first.agents)
+        .bind(&first.capabilities)
+        .bind(total)
+        .fetch_all(&mut *conn)
+        .await
+        .map_err(db("claiming tasks"))?
+    };
+    let mut claimed = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let seq: i64 = row.try_get("seq").map_err(db("reading a task row"))?;
+        let checkpoint: Option<String> = row
+            .try_get("checkpoint")
+            .map_err(db("reading a task row"))?;
+        let record = record(row)?;
+        claimed.push((seq, record, checkpoint));
+    }
+    // RETURNING has no order: claim order is priority, then FIFO.
+    claimed.sort_by_key(|(seq, record, _)| (std::cmp::Reverse(record.priority), *seq));
+    let mut out: Vec<Vec<Claimed>> = group.iter().map(|_| Vec::new()).collect();
+    for (_, record, checkpoint) in claimed {
+        let resume = match checkpoint {
+            Some(text) => Some(resume(conn, &record.id, &text).await?),
+            None => None,
+        };
+        let owner = record.lease_owner.as_deref();
+        let at = group
+            .iter()
+            .position(|o| Some(o.worker.as_str()) == owner)
+            .unwrap_or(0);
+        out[at].push(Claimed { record, resume });
+    }
+    Ok(out)
+}
+
+/// Checkpoints or completions of a batch: one `UPDATE … FROM json_each` per round (a task
+/// named twice in a batch goes in a later round, so each write lands in order).
+async fn held_batch(
+    conn: &mut SqliteConnection,
+    kind: Held,
+    mut ops: Vec<HeldOp>,
+    replies: &mut Vec<Reply>,
+) -> bool {
+    while !ops.is_empty() {
+        let mut round = Vec::with_capacity(ops.len());
+        let mut later = Vec::new();
+        let mut seen = HashSet::new();
+        for op in ops {
+            if seen.insert(op.id.0.clone()) {
+                round.push(op);
+            } else {
+                later.push(op);
+            }
+        }
+        ops = later;
+        let results = held_round(conn, kind, &round).await;
+        let failed = results.iter().any(is_db_error);
+        for (op, result) in round.into_iter().zip(results) {
+            replies.push(answer(op.reply, result));
+        }
+        if failed {
+            for op in ops {
+                let _ = op.reply.send(Err(not_written()));
+            }
+            return true;
+        }
+    }
+    false
+}
+
+async fn held_round(
+    conn: &mut SqliteConnection,
+    kind: Held,
+    ops: &[HeldOp],
+) -> Vec<Result<(), StoreError>> {
+    let (sql, what) = match kind {
+        // The trigger on `checkpoint` clears each task's journal in the same statement.
+        Held::Checkpoint => (
+            concat!(
+                "UPDATE pocket_tasks SET checkpoint = b.value ->> 'v', \
+                 updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
+                 WHERE pocket_tasks.id = b.value ->> 'id' \
+                 AND pocket_tasks.lease_owner = b.value ->> 'w' AND ",
+                leased!(),
+                " RETURNING pocket_tasks.id"
+            ),
+            "saving checkpoints",
+        ),
+        Held::Complete => (
+            concat!(
+                "UPDATE pocket_tasks SET status = 'succeeded', result = b.value ->> 'v', \
+                 checkpoint = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+                 updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
+                 WHERE pocket_tasks.id = b.value ->> 'id' \
+                 AND pocket_tasks.lease_owner = b.value ->> 'w' AND ",
+                leased!(),
+                " RETURNING pocket_tasks.id"
+            ),
+            "completing tasks",
+        ),
+    };
+    let rows: Vec<serde_json::Value> = ops
+        .iter()
+        .map(|op| serde_json::json!({"id": op.id.0, "w": op.worker, "v": op.value, "now": op.now}))
+        .collect();
+    let done: Result<Vec<String>, _> = sqlx::query_scalar(sql)
+        .bind(serde_json::Value::Array(rows).to_string())
+        .fetch_all(&mut *conn)
+        .await;
+    let done: HashSet<String> = match done {
+        Ok(done) => done.into_iter().collect(),
+        Err(e) => {
+            let e = Arc::new(e);
+            return ops.iter().map(|_| Err(shared(what, &e))).collect();
+        }
+    };
+    let mut results = Vec::with_capacity(ops.len());
+    for op in ops {
+        if done.contains(&op.id.0) {
+            results.push(Ok(()));
+        } else {
+            results.push(Err(not_held(conn, &op.id, &op.worker).await));
+        }
+    }
+    results
+}
+
 impl SqliteStore {
     /// Opens (creating if missing) the store in a file: a path, a `sqlite://path` URL, or
     /// `sqlite::memory:` for a private in-memory database (tests). Must run inside a Tokio
     /// runtime: it spawns the writer task.
     ///
     /// # Errors
-    /// [`StoreError::Invalid`] for a malformed URL; [`StoreError::Backend`] when the file
+    /// [`StoreError::BadUrl`] for a malformed URL; [`StoreError::Backend`] when the file
     /// cannot be opened or migrated.
     pub async fn open(path_or_url: &str, options: StoreOptions) -> Result<Self, StoreError> {
         let memory = path_or_url.contains(":memory:") || path_or_url.contains("mode=memory");
         let connect = if path_or_url.starts_with("sqlite:") {
-            SqliteConnectOptions::from_str(path_or_url)
-                .map_err(|e| StoreError::Invalid(format!("bad SQLite URL `{path_or_url}`: {e}")))?
+            SqliteConnectOptions::from_str(path_or_url).map_err(|e| {
+                StoreError::BadUrl(format!("`{path_or_url}` is not a SQLite URL: {e}"))
+            })?
         } else {
             SqliteConnectOptions::new().filename(path_or_url)
         };
@@ -315,7 +860,7 @@ impl SqliteStore {
             )
         };
         let (jobs, rx) = mpsc::channel(QUEUE_DEPTH);
-        let writer = tokio::spawn(writer(conn, rx));
+        let writer = tokio::spawn(writer(conn, rx, options.clone()));
         Ok(Self {
             inner: Arc::new(Inner {
                 jobs,
@@ -387,74 +932,33 @@ impl SqliteStore {
         }
     }
 
+    /// Queues a write that the writer merges with the others of its kind.
+    async fn op<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Op,
+    ) -> Result<T, StoreError> {
+        let (reply, result) = oneshot::channel();
+        self.inner
+            .jobs
+            .send(Msg::Op(Box::new(make(reply))))
+            .await
+            .map_err(|_| closed())?;
+        result.await.map_err(|_| closed())?
+    }
+
     async fn enqueue_inner(&self, task: NewTask) -> Result<Enqueued, StoreError> {
         validate(&task)?;
         let now = self.now();
         let capabilities = to_json(&task.capabilities)?;
         let metadata = to_json(&task.metadata)?;
-        let max_queued = self.inner.options.max_queued;
-        let full = max_queued.map(|limit| self.inner.options.queue_full(limit));
-        self.write(move |conn| {
-            Box::pin(async move {
-                let by_key = "SELECT id FROM pocket_tasks WHERE idempotency_key = ?1";
-                if let Some(limit) = max_queued {
-                    // The writer runs one job at a time: count-then-insert is exact.
-                    if let Some(key) = &task.idempotency_key {
-                        let existing: Option<String> = sqlx::query_scalar(by_key)
-                            .bind(key)
-                            .fetch_optional(&mut *conn)
-                            .await
-                            .map_err(db("looking up an idempotency key"))?;
-                        if let Some(existing) = existing {
-                            return Ok(Enqueued {
-                                id: TaskId(existing),
-                                created: false,
-                            });
-                        }
-                    }
-                    let queued: i64 = sqlx::query_scalar(
-                        "SELECT count(*) FROM \
-                         (SELECT 1 FROM pocket_tasks WHERE status = 'queued' LIMIT ?1) AS queued",
-                    )
-                    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db("counting queued tasks"))?;
-                    if u64::try_from(queued).unwrap_or(0) >= limit {
-                        return Err(full.unwrap_or_else(closed));
-                    }
-                }
-                let id = new_id();
-                let done = sqlx::query(
-                    "INSERT INTO pocket_tasks (id, agent, task, priority, capabilities, \
-                     idempotency_key, status, max_attempts, metadata, created_at, updated_at, \
-                     run_after) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'queued', ?7, ?8, ?9, ?9, ?9) \
-                     ON CONFLICT (idempotency_key) DO NOTHING",
-                )
-                .bind(&id.0)
-                .bind(&task.agent)
-                .bind(&task.task)
-                .bind(task.priority)
-                .bind(&capabilities)
-                .bind(task.idempotency_key.as_deref())
-                .bind(i64::from(task.max_attempts))
-                .bind(&metadata)
-                .bind(now)
-                .execute(&mut *conn)
-                .await
-                .map_err(db("enqueueing a task"))?;
-                if done.rows_affected() == 1 {
-                    return Ok(Enqueued { id, created: true });
-                }
-                let existing: String = sqlx::query_scalar(by_key)
-                    .bind(task.idempotency_key.as_deref())
-                    .fetch_one(&mut *conn)
-                    .await
-                    .map_err(db("looking up an idempotency key"))?;
-                Ok(Enqueued {
-                    id: TaskId(existing),
-                    created: false,
-                })
+        self.op(|reply| {
+            Op::Enqueue(EnqueueOp {
+                id: new_id(),
+                task,
+                capabilities,
+                metadata,
+                now,
+                reply,
             })
         })
         .await
@@ -479,54 +983,37 @@ impl SqliteStore {
             Some(to_json(agents)?)
         };
         let capabilities = to_json(capabilities)?;
-        let worker = worker.to_owned();
-        let expires = now.saturating_add(duration_ms(lease));
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.write(move |conn| {
-            Box::pin(async move {
-                // INDEXED BY: without statistics the planner would take the status index and
-                // sort every queued task on each claim.
-                let rows = sqlx::query(concat!(
-                    "UPDATE pocket_tasks SET status = 'running', attempts = attempts + 1, \
-                     lease_owner = ?1, lease_expires_at = ?2, updated_at = ?3 \
-                     WHERE seq IN (SELECT seq FROM pocket_tasks INDEXED BY pocket_tasks_queue \
-                         WHERE status = 'queued' AND run_after <= ?3 \
-                         AND (?4 IS NULL OR agent IN (SELECT value FROM json_each(?4))) \
-                         AND (capabilities = '[]' OR NOT EXISTS (\
-                             SELECT 1 FROM json_each(capabilities) AS need \
-                             WHERE need.value NOT IN (SELECT value FROM json_each(?5)))) \
-                         ORDER BY priority DESC, seq LIMIT ?6) \
-                     RETURNING seq, checkpoint, ",
-                    columns!()
-                ))
-                .bind(&worker)
-                .bind(expires)
-                .bind(now)
-                .bind(agents)
-                .bind(capabilities)
-                .bind(limit)
-                .fetch_all(&mut *conn)
-                .await
-                .map_err(db("claiming tasks"))?;
-                let mut claimed = Vec::with_capacity(rows.len());
-                for row in &rows {
-                    let seq: i64 = row.try_get("seq").map_err(db("reading a task row"))?;
-                    let checkpoint: Option<String> = row
-                        .try_get("checkpoint")
-                        .map_err(db("reading a task row"))?;
-                    claimed.push((seq, record(row)?, checkpoint));
-                }
-                // RETURNING has no order: claim order is priority, then FIFO.
-                claimed.sort_by_key(|(seq, record, _)| (std::cmp::Reverse(record.priority), *seq));
-                let mut out = Vec::with_capacity(claimed.len());
-                for (_, record, checkpoint) in claimed {
-                    let resume = match checkpoint {
-                        Some(text) => Some(resume(conn, &record.id, &text).await?),
-                        None => None,
-                    };
-                    out.push(Claimed { record, resume });
-                }
-                Ok(out)
+        self.op(|reply| {
+            Op::Claim(ClaimOp {
+                worker: worker.to_owned(),
+                agents,
+                capabilities,
+                limit: i64::try_from(limit).unwrap_or(i64::MAX),
+                expires: now.saturating_add(duration_ms(lease)),
+                now,
+                reply,
+            })
+        })
+        .await
+    }
+
+    /// A checkpoint or completion, merged with the others of its kind in the writer's batch.
+    async fn held_op(
+        &self,
+        kind: Held,
+        id: &TaskId,
+        worker: &str,
+        value: String,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        self.op(|reply| {
+            Op::Held(HeldOp {
+                kind,
+                id: id.clone(),
+                worker: worker.to_owned(),
+                value,
+                now,
+                reply,
             })
         })
         .await
@@ -952,15 +1439,8 @@ impl TaskStore for SqliteStore {
         state: CheckpointRef<'a>,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            // The trigger on `checkpoint` clears the journal in the same statement.
-            let sql = concat!(
-                "UPDATE pocket_tasks SET checkpoint = ?3, updated_at = ?4 \
-                 WHERE id = ?1 AND lease_owner = ?2 AND ",
-                leased!()
-            );
-            let args = vec![Arg::Text(to_json(&state)?), Arg::Int(self.now())];
-            self.held_write(id, worker, "saving a checkpoint", sql, args)
-                .await
+            let state = to_json(&state)?;
+            self.held_op(Held::Checkpoint, id, worker, state).await
         })
     }
 
@@ -1012,15 +1492,8 @@ impl TaskStore for SqliteStore {
         result: Value,
     ) -> BoxFuture<'a, Result<(), StoreError>> {
         Box::pin(async move {
-            let sql = concat!(
-                "UPDATE pocket_tasks SET status = 'succeeded', result = ?3, checkpoint = NULL, \
-                 lease_owner = NULL, lease_expires_at = NULL, updated_at = ?4 \
-                 WHERE id = ?1 AND lease_owner = ?2 AND ",
-                leased!()
-            );
-            let args = vec![Arg::Text(to_json(&result)?), Arg::Int(self.now())];
-            self.held_write(id, worker, "completing a task", sql, args)
-                .await
+            let result = to_json(&result)?;
+            self.held_op(Held::Complete, id, worker, result).await
         })
     }
 
