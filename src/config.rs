@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -40,6 +41,9 @@ pub(crate) struct Config {
     /// MCP tool servers, `[mcp.NAME]`.
     #[serde(default)]
     pub(crate) mcp: pocket_mcp::McpConfig,
+    /// The HTTP API of `pocket serve`.
+    #[serde(default)]
+    pub(crate) server: ServerConfig,
     /// Where the file was read from (not a TOML key).
     #[serde(skip)]
     pub(crate) path: Option<PathBuf>,
@@ -90,6 +94,90 @@ impl Default for StoreConfig {
         Self {
             url: "sqlite://pocket.db".into(),
         }
+    }
+}
+
+/// `[server]`: the HTTP API of `pocket serve`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ServerConfig {
+    /// Address to listen on (`--listen` wins). Default: `127.0.0.1:7878`.
+    pub(crate) listen: SocketAddr,
+    /// The environment variable holding the API keys, comma-separated. Default:
+    /// `POCKET_API_KEYS`.
+    pub(crate) api_keys_env: String,
+    /// Largest request body in bytes; beyond it, 413. Default: 1 MiB.
+    pub(crate) body_limit_bytes: usize,
+    /// Time limit for producing a response, in seconds; beyond it, 504. Streams, once
+    /// started, are not limited. Default: 300.
+    pub(crate) request_timeout_secs: f64,
+    /// Origins a browser may call the API from (`https://ops.example.com`, or `*` for any).
+    /// Default: none (no CORS headers: only same-origin pages, such as the dashboard).
+    pub(crate) cors_origins: Vec<String>,
+    /// After SIGINT or SIGTERM, how long open HTTP requests may take to finish before the
+    /// server closes them, in seconds. In-flight runs get `[cluster] shutdown_grace_secs`.
+    /// Default: 30.
+    pub(crate) shutdown_grace_secs: f64,
+    /// The agent of a task or chat request that names none. Default: `default`, or the first
+    /// agent of `[agents]` when there is no `default`.
+    pub(crate) default_agent: Option<String>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7878)),
+            api_keys_env: "POCKET_API_KEYS".into(),
+            body_limit_bytes: pocket_server::DEFAULT_BODY_LIMIT,
+            request_timeout_secs: pocket_server::DEFAULT_REQUEST_TIMEOUT.as_secs_f64(),
+            cors_origins: Vec::new(),
+            shutdown_grace_secs: 30.0,
+            default_agent: None,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The request time limit.
+    pub(crate) fn request_timeout(&self) -> Duration {
+        Duration::try_from_secs_f64(self.request_timeout_secs).unwrap_or(Duration::MAX)
+    }
+
+    /// The grace period of open HTTP requests at shutdown.
+    pub(crate) fn shutdown_grace(&self) -> Duration {
+        Duration::try_from_secs_f64(self.shutdown_grace_secs).unwrap_or(Duration::MAX)
+    }
+
+    /// Checks the values the types cannot; the error is `(key, message)`.
+    pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.api_keys_env.trim().is_empty() {
+            return Err(("api_keys_env", "must name an environment variable".into()));
+        }
+        if self.body_limit_bytes == 0 {
+            return Err(("body_limit_bytes", "must be at least 1".into()));
+        }
+        match Duration::try_from_secs_f64(self.request_timeout_secs) {
+            Ok(d) if !d.is_zero() => {}
+            _ => {
+                return Err((
+                    "request_timeout_secs",
+                    format!(
+                        "`{}` is not a positive number of seconds",
+                        self.request_timeout_secs
+                    ),
+                ));
+            }
+        }
+        if Duration::try_from_secs_f64(self.shutdown_grace_secs).is_err() {
+            return Err((
+                "shutdown_grace_secs",
+                format!("`{}` is not a number of seconds", self.shutdown_grace_secs),
+            ));
+        }
+        for origin in &self.cors_origins {
+            pocket_server::check_origin(origin).map_err(|e| ("cors_origins", e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -248,6 +336,9 @@ impl Config {
         config.monitoring.validate().map_err(|e| {
             ConfigError::new(Some(path), format!("monitoring.{}", e.key), e.message)
         })?;
+        config.server.validate().map_err(|(key, message)| {
+            ConfigError::new(Some(path), format!("server.{key}"), message)
+        })?;
         config.path = Some(path.to_path_buf());
         Ok(config)
     }
@@ -350,6 +441,47 @@ mod tests {
             e.contains("models.m") && e.contains("unknown variant `gemini`"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_server_section_parses_with_defaults() {
+        let c = Config::parse(
+            "[server]\nlisten = \"0.0.0.0:8080\"\nbody_limit_bytes = 4096\ncors_origins = [\"https://ops.example.com\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.listen, "0.0.0.0:8080".parse().unwrap());
+        assert_eq!(c.server.body_limit_bytes, 4096);
+        assert_eq!(c.server.api_keys_env, "POCKET_API_KEYS");
+        assert_eq!(c.server.request_timeout(), Duration::from_secs(300));
+        assert_eq!(c.server.shutdown_grace(), Duration::from_secs(30));
+        c.server.validate().unwrap();
+        assert_eq!(Config::default().server.cors_origins, Vec::<String>::new());
+    }
+
+    #[test]
+    fn server_typos_and_bad_values_name_the_key() {
+        let e = err("[server]\nbody_limit = 10\n");
+        assert!(
+            e.starts_with("server.body_limit: unknown field `body_limit`"),
+            "{e}"
+        );
+        let e = err("[server]\nlisten = \"localhost\"\n");
+        assert!(
+            e.starts_with("server.listen: invalid socket address"),
+            "{e}"
+        );
+        let bad = |text: &str| Config::parse(text).unwrap().server.validate().unwrap_err();
+        assert_eq!(
+            bad("[server]\nbody_limit_bytes = 0\n").0,
+            "body_limit_bytes"
+        );
+        assert_eq!(
+            bad("[server]\nrequest_timeout_secs = 0\n").0,
+            "request_timeout_secs"
+        );
+        let (key, message) = bad("[server]\ncors_origins = [\"ops.example.com/\"]\n");
+        assert_eq!(key, "cors_origins");
+        assert!(message.contains("ops.example.com/"), "{message}");
     }
 
     #[test]

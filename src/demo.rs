@@ -1,33 +1,49 @@
-//! `pocket demo`: a batch of tasks through a protected agent on the offline `sim` model, with
-//! transient faults and a full outage of the primary model injected; retries, the circuit
-//! breaker and the fallback model keep the answers coming. Progress bar, live breaker
-//! transitions, and a report.
+//! `pocket demo`: the production stack on one machine, offline. It starts the service that
+//! `pocket serve` runs (HTTP API, cluster worker on an embedded SQLite store, monitoring,
+//! approvals) with the `sim` model, transient faults and an outage of the primary model
+//! injected, then acts as a client over real HTTP: it submits a batch of tasks of mixed
+//! priority, answers the approval requests of dangerous tool calls (approving most, denying
+//! some), shows live counts, checks every answer, and prints the health and cluster reports.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::future::BoxFuture;
+use futures_util::{StreamExt, stream};
 use indicatif::{ProgressBar, ProgressStyle};
-use pocket_agent::{Agent, BoxModel, Classify};
+use pocket_agent::{Agent, BoxModel, DynTool, Risk, SharedTool, ToolContext, ToolError, ToolSpec};
+use pocket_cluster::{Cluster, ClusterConfig};
 use pocket_models::{Faults, SimConfig, SimModel};
 use pocket_monitor::{LogGuard, MonitorConfig};
 use pocket_resilience::chaos::Outage;
 use pocket_resilience::{ResilienceConfig, ResilienceEvent};
-use tokio::sync::Semaphore;
-use tokio::task::JoinSet;
+use pocket_server::HttpApprover;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
+use crate::Failure;
+use crate::config::ServerConfig;
 use crate::observe::{self, Services};
 
 /// Options of `pocket demo`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DemoArgs {
-    /// How many tasks to run.
-    #[arg(long, default_value_t = 200)]
+    /// How many tasks to submit.
+    #[arg(long, default_value_t = 300)]
     tasks: usize,
-    /// How many run at once.
-    #[arg(long, default_value_t = 16)]
-    concurrency: usize,
+    /// Every Nth task asks to delete a file, which needs a person's approval (0: none).
+    #[arg(long, value_name = "N", default_value_t = 12)]
+    approval_every: usize,
+    /// Runs one agent instance takes at once.
+    #[arg(long, default_value_t = 8)]
+    concurrency: u32,
+    /// Agent instances at most (the autoscaler starts with one).
+    #[arg(long, default_value_t = 4)]
+    max_instances: u32,
     /// Share of model calls that fail with a transient fault (429, 500, reset, timeout).
     #[arg(long, default_value_t = 0.1)]
     fault_rate: f64,
@@ -40,12 +56,18 @@ pub(crate) struct DemoArgs {
     /// Model latency in milliseconds (plus up to as much again of jitter).
     #[arg(long, default_value_t = 20)]
     latency_ms: u64,
-    /// When the primary model goes down, in milliseconds after the start.
+    /// When the primary model goes down, in milliseconds after the service starts.
     #[arg(long, default_value_t = 300)]
     outage_after_ms: u64,
     /// How long the primary model stays down, in milliseconds (0: no outage).
     #[arg(long, default_value_t = 500)]
     outage_ms: u64,
+    /// Address of the demo's HTTP API and dashboard (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// After the batch, keep serving (API and dashboard) until Ctrl-C.
+    #[arg(long)]
+    keep_serving: bool,
     /// Where the logs (`app_YYYY-MM-DD.log`) and a metrics snapshot (`metrics.prom`) go.
     #[arg(long, value_name = "DIR", default_value = "logs")]
     pub(crate) log_dir: PathBuf,
@@ -64,43 +86,297 @@ cool_down_ms = 200
 
 [fallback]
 models = ["backup"]
-
-[protected]
-base_delay_ms = 50
 "#;
 
-#[derive(Debug, Default)]
-struct Tally {
-    succeeded: usize,
-    verified: usize,
-    failed: BTreeMap<&'static str, usize>,
-    paths: BTreeMap<&'static str, usize>,
-    durations: Vec<Duration>,
+/// The demo's `[cluster]` section: fast heartbeats, polls, scaling and retries.
+const CLUSTER: &str = r#"
+min_instances = 1
+lease_secs = 10
+heartbeat_secs = 0.25
+instance_timeout_secs = 30
+poll_interval_ms = 20
+scale_up_utilisation = 0.75
+scale_down_utilisation = 0.1
+scale_stable_checks = 2
+cool_down_secs = 0.5
+shutdown_grace_secs = 5
+retry_base_secs = 0.05
+retry_max_secs = 0.5
+"#;
+
+/// The one agent the demo serves.
+const AGENT: &str = "default";
+
+/// How long the batch may go without a task finishing before the demo gives up.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
+
+/// What a task must end with.
+#[derive(Debug, Clone)]
+enum Expect {
+    /// This exact answer (arithmetic, checked by the calculator).
+    Answer(String),
+    /// The `time` tool's result.
+    Time,
+    /// Approved: the file is deleted and the answer says so.
+    Deleted(PathBuf),
+    /// Denied: the file is still there and the answer gives the reason.
+    Kept(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+struct Planned {
+    task: String,
+    priority: i32,
+    expect: Expect,
+}
+
+/// A task as the server reported it at the end.
+#[derive(Debug)]
+struct Finished {
+    planned: Planned,
+    view: Value,
 }
 
 /// Runs the demo.
 ///
 /// # Errors
-/// A message when the arguments make no sense or the agent cannot be built.
+/// Usage when the arguments make no sense or the service cannot start; a message (exit 1)
+/// when a task did not end as expected.
 #[allow(clippy::print_stdout)] // the demo's report is the CLI's own output
 pub(crate) async fn run(
     args: DemoArgs,
     monitoring: MonitorConfig,
     logs: &LogGuard,
-) -> Result<(), String> {
+) -> Result<(), Failure> {
+    check(&args).map_err(Failure::Usage)?;
+    let monitor = observe::monitor(monitoring, logs, false).map_err(Failure::Usage)?;
+    let mcp = pocket_mcp::McpHub::start(pocket_mcp::McpConfig::default())
+        .await
+        .map_err(|e| Failure::Usage(e.to_string()))?;
+    let services = Services::new(mcp, monitor);
+    let dir = WorkDir::create().map_err(Failure::Usage)?;
+    let result = demo(&args, &services, logs, &dir).await;
+    // Shutting the monitor down first lets its observers count every event.
+    let monitor = services.monitor.clone();
+    services.shutdown().await;
+    let metrics_file = args.log_dir.join("metrics.prom");
+    std::fs::write(&metrics_file, monitor.metrics().encode())
+        .map_err(|e| Failure::Usage(format!("cannot write {}: {e}", metrics_file.display())))?;
+    if result.is_ok() {
+        println!(
+            "Metrics  {} (Prometheus text; also served at /metrics while running)",
+            metrics_file.display()
+        );
+    }
+    result
+}
+
+fn check(args: &DemoArgs) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.fault_rate) || !(0.0..=1.0).contains(&args.bad_args_rate) {
         return Err("--fault-rate and --bad-args-rate must be between 0 and 1".into());
+    }
+    if args.tasks == 0 {
+        return Err("--tasks must be at least 1".into());
     }
     if args.concurrency == 0 {
         return Err("--concurrency must be at least 1".into());
     }
-    let config: ResilienceConfig = toml::from_str(RESILIENCE).map_err(|e| e.to_string())?;
-    let monitor = observe::monitor(monitoring, logs, false)?;
-    let mcp = pocket_mcp::McpHub::start(pocket_mcp::McpConfig::default())
-        .await
-        .map_err(|e| e.to_string())?;
-    let services = Services::new(mcp, monitor);
+    if args.max_instances == 0 {
+        return Err("--max-instances must be at least 1".into());
+    }
+    Ok(())
+}
+
+/// A private directory for the store and the files the tasks delete; removed on drop.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create() -> Result<Self, String> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| format!("no OS randomness: {e}"))?;
+        let path = std::env::temp_dir().join(format!("pocket-demo-{}", hex(&bytes)));
+        std::fs::create_dir_all(path.join("files"))
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        Ok(Self(path))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The API key: the first of `POCKET_API_KEYS` when set, else a fresh random one.
+fn api_key() -> Result<(String, bool), String> {
+    if let Ok(keys) = std::env::var("POCKET_API_KEYS")
+        && let Some(first) = keys.split(',').map(str::trim).find(|k| !k.is_empty())
+    {
+        return Ok((first.to_owned(), false));
+    }
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes).map_err(|e| format!("no OS randomness for the API key: {e}"))?;
+    Ok((format!("demo-{}", hex(&bytes)), true))
+}
+
+#[allow(clippy::print_stdout)]
+async fn demo(
+    args: &DemoArgs,
+    services: &Services,
+    logs: &LogGuard,
+    dir: &WorkDir,
+) -> Result<(), Failure> {
+    let usage = |e: String| Failure::Usage(e);
     let hub = services.hub.clone();
+    let files = dir.0.join("files");
+
+    // The agent: the primary model (down for a while) falls back to a backup model; both
+    // fail transiently now and then. Tools: calculator, time, and a dangerous delete_file.
+    let approver = HttpApprover::new();
+    // The outage's clock starts with the agent; the breaker timeline uses the same origin.
+    let started = Instant::now();
+    let agent = build_agent(args, services, &approver, &files).map_err(usage)?;
+    services.observe(&agent);
+
+    let mut cluster_config: ClusterConfig =
+        toml::from_str(CLUSTER).map_err(|e| usage(e.to_string()))?;
+    cluster_config.max_instances = args.max_instances;
+    cluster_config.instance_concurrency = args.concurrency;
+    cluster_config
+        .validate()
+        .map_err(|e| usage(e.to_string()))?;
+    let store_url = format!("sqlite://{}", dir.0.join("pocket.db").display());
+    let store = pocket_cluster::open(&store_url, cluster_config.store_options())
+        .await
+        .map_err(|e| usage(format!("{store_url}: {e}")))?;
+    let cluster = Cluster::builder(store)
+        .config(cluster_config)
+        .resilience(hub.clone())
+        .metrics(services.monitor.metrics().clone())
+        .agent(AGENT)
+        .factory(move |_| Ok(agent.clone()))
+        .build()
+        .map_err(|e| usage(format!("cluster: {e}")))?;
+
+    let (key, generated) = api_key().map_err(usage)?;
+    let settings = ServerConfig {
+        listen: args.listen,
+        ..ServerConfig::default()
+    };
+    let server = crate::serve::build_server(
+        cluster.clone(),
+        services,
+        approver,
+        &settings,
+        &key,
+        &[AGENT.to_owned()],
+    )
+    .map_err(|e| usage(e.with_file(&crate::config::Config::default())))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| usage(format!("--listen {}: {e}", args.listen)))?;
+    let addr = listener.local_addr().map_err(|e| usage(e.to_string()))?;
+    let base = format!("http://{addr}");
+
+    println!(
+        "Pocket Agent demo: the service (`pocket serve`) on {base}, {} tasks over HTTP",
+        args.tasks
+    );
+    println!("  store      {store_url} (a temporary directory, removed at exit)");
+    println!(
+        "  API key    {key}{}",
+        if generated {
+            " (random for this run; set POCKET_API_KEYS to choose)"
+        } else {
+            " (from POCKET_API_KEYS)"
+        }
+    );
+    println!("  dashboard  {base}/ (enter the key)");
+    println!(
+        "  faults     {:.0}% of model calls fail (429, 500, reset, timeout), {:.0}% of tool turns send garbage arguments",
+        args.fault_rate * 100.0,
+        args.bad_args_rate * 100.0
+    );
+    if args.outage_ms > 0 {
+        println!(
+            "  outage     the primary model is down from {} ms to {} ms after start; `sim:backup` is its fallback",
+            args.outage_after_ms,
+            args.outage_after_ms + args.outage_ms
+        );
+    }
+    println!(
+        "  cluster    1 to {} instances of {} runs; failed runs retried by the queue\n",
+        args.max_instances, args.concurrency
+    );
+
+    let bar = ProgressBar::new(args.tasks as u64);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len}  {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    let watching = CancellationToken::new();
+    let watcher = tokio::spawn(breaker_timeline(
+        hub.subscribe(),
+        bar.clone(),
+        started,
+        watching.clone(),
+    ));
+
+    let stop = CancellationToken::new();
+    let client = Client::new(&base, &key).map_err(usage)?;
+    let driver = async {
+        let outcome = tokio::select! {
+            outcome = drive(args, &client, &bar, &files) => outcome,
+            () = crate::worker::shutdown_signal() => Err(Failure::Message(
+                "interrupted before the batch finished".into(),
+            )),
+        };
+        bar.finish_and_clear();
+        watching.cancel();
+        let timeline = watcher.await.unwrap_or_default();
+        let outcome = match outcome {
+            Ok(batch) => report(args, &client, &batch, &timeline, started, services, logs).await,
+            Err(e) => Err(e),
+        };
+        if outcome.is_ok() && args.keep_serving {
+            println!("\nServing on {base} (dashboard {base}/, key {key}) until Ctrl-C.");
+            crate::worker::shutdown_signal().await;
+        }
+        stop.cancel();
+        outcome
+    };
+    let (served, outcome) = tokio::join!(
+        crate::serve::run_service(
+            &server,
+            &cluster,
+            listener,
+            stop.clone().cancelled_owned(),
+            settings.shutdown_grace(),
+        ),
+        driver
+    );
+    let stopped = served?;
+    outcome?;
+    println!(
+        "Stopped  {} runs in flight at shutdown, {} interrupted (their checkpoints kept)",
+        stopped.in_flight, stopped.interrupted
+    );
+    Ok(())
+}
+
+fn build_agent(
+    args: &DemoArgs,
+    services: &Services,
+    approver: &HttpApprover,
+    files: &Path,
+) -> Result<Agent, String> {
+    let hub = &services.hub;
+    let config: ResilienceConfig = toml::from_str(RESILIENCE).map_err(|e| e.to_string())?;
     let sim = |name: &str, seed: u64, faults: Faults| {
         SimModel::named(
             name,
@@ -123,153 +399,457 @@ pub(crate) async fn run(
         Duration::from_millis(args.outage_ms),
     );
     let mut backup = Some(BoxModel::new(sim("sim:backup", args.seed + 1, faults)));
-    let model = config.model_chain("demo", "primary", BoxModel::new(primary), &hub, |_| {
+    let model = config.model_chain(AGENT, "primary", BoxModel::new(primary), hub, |_| {
         backup.take().ok_or_else(|| "one backup model".to_owned())
     })?;
-    let tools = ["calculator", "time"]
+    let mut tools = ["calculator", "time"]
         .iter()
         .map(|name| pocket_tools::builtin(name, &pocket_tools::ToolsConfig::default()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| e.to_string())?;
-    let agent = Agent::builder_boxed(model)
-        .name("demo")
-        .dyn_tools(config.wrap_tools(tools.into_iter().flatten(), &hub))
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flatten()
+        .collect::<Vec<SharedTool>>();
+    tools.push(Arc::new(DeleteFile::new(files.to_owned())));
+    let shared: Arc<dyn pocket_agent::Approver> = Arc::new(approver.clone());
+    Agent::builder_boxed(model)
+        .name(AGENT)
+        .dyn_tools(config.wrap_tools(tools, hub))
         .plugin(services.monitor.plugin())
+        .shared_approver(shared)
         .max_iterations(5)
-        .run_timeout(Duration::from_secs(30))
+        .run_timeout(Duration::from_secs(60))
         .build()
-        .map_err(|e| e.to_string())?;
-    services.observe(&agent);
-    let protected = config.protect(agent, &hub).build();
+        .map_err(|e| e.to_string())
+}
 
-    println!(
-        "Pocket Agent demo: {} tasks on the offline `sim` model, {} at a time",
-        args.tasks, args.concurrency
-    );
-    println!(
-        "  faults: {:.0}% of model calls fail (429, 500, reset, timeout), {:.0}% of tool turns send garbage arguments",
-        args.fault_rate * 100.0,
-        args.bad_args_rate * 100.0
-    );
-    if args.outage_ms > 0 {
-        println!(
-            "  outage: the primary model is down from {} ms to {} ms; `sim:backup` is its fallback",
-            args.outage_after_ms,
-            args.outage_after_ms + args.outage_ms
-        );
+/// Deletes a file of the demo's directory: a dangerous tool, so each call waits for a
+/// person's approval (here, the demo answering over `POST /v1/approvals/{id}`).
+struct DeleteFile {
+    dir: PathBuf,
+    spec: ToolSpec,
+}
+
+impl DeleteFile {
+    fn new(dir: PathBuf) -> Self {
+        Self {
+            dir,
+            spec: ToolSpec {
+                name: "delete_file".into(),
+                description: "Deletes a file of the workspace, by name.".into(),
+                parameters: json!({
+                    "type": "object",
+                    "properties": {"path": {"type": "string", "description": "The file's name."}},
+                    "required": ["path"],
+                    "additionalProperties": false
+                }),
+                risk: Risk::Dangerous,
+                idempotent: false,
+                timeout: None,
+            },
+        }
     }
-    println!(
-        "  layers: protected agent (run retries) > fallback > retry (budget) > circuit breaker > model\n"
-    );
+}
 
-    let bar = ProgressBar::new(args.tasks as u64);
-    bar.set_style(
-        ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} tasks  {msg}")
-            .unwrap_or_else(|_| ProgressStyle::default_bar())
-            .progress_chars("=> "),
-    );
+impl DynTool for DeleteFile {
+    fn spec(&self) -> &ToolSpec {
+        &self.spec
+    }
+
+    fn call<'a>(
+        &'a self,
+        args: Value,
+        _ctx: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
+        Box::pin(async move {
+            let name = args["path"].as_str().unwrap_or_default();
+            if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+                return Err(ToolError::invalid_arguments(format!(
+                    "`path` must be a file name in the workspace, not `{name}`"
+                )));
+            }
+            tokio::fs::remove_file(self.dir.join(name))
+                .await
+                .map_err(|e| ToolError::failed(format!("cannot delete `{name}`: {e}")))?;
+            Ok(Value::String(format!("deleted {name}")))
+        })
+    }
+}
+
+/// Breaker transitions as they happen (above the progress bar), until `done`.
+async fn breaker_timeline(
+    mut events: tokio::sync::broadcast::Receiver<ResilienceEvent>,
+    bar: ProgressBar,
+    started: Instant,
+    done: CancellationToken,
+) -> Vec<String> {
+    let mut timeline = Vec::new();
+    loop {
+        let received = tokio::select! {
+            biased;
+            event = events.recv() => event,
+            () = done.cancelled() => match events.try_recv() {
+                Ok(event) => Ok(event),
+                Err(_) => return timeline,
+            },
+        };
+        match received {
+            Ok(ResilienceEvent::BreakerTransition { key, from, to }) => {
+                let line = format!(
+                    "  {:>5.2}s  breaker {key}: {} -> {}",
+                    started.elapsed().as_secs_f64(),
+                    from.as_str(),
+                    to.as_str()
+                );
+                bar.println(&line);
+                timeline.push(line);
+            }
+            Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return timeline,
+        }
+    }
+}
+
+/// A JSON client of the demo's own API.
+struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    fn new(base: &str, key: &str) -> Result<Self, String> {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let auth = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .map_err(|_| "the API key is not a valid header value".to_owned())?;
+        headers.insert(reqwest::header::AUTHORIZATION, auth);
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            // Loopback only, whatever HTTP_PROXY says.
+            .no_proxy()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            http,
+            base: base.to_owned(),
+        })
+    }
+
+    async fn get(&self, path: &str) -> Result<Value, Failure> {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .map_err(|e| http_failure(path, &e))?;
+        decode(path, response).await
+    }
+
+    async fn post(&self, path: &str, body: &Value) -> Result<Value, Failure> {
+        let response = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| http_failure(path, &e))?;
+        decode(path, response).await
+    }
+}
+
+fn http_failure(path: &str, e: &reqwest::Error) -> Failure {
+    Failure::Message(format!("{path}: {e}"))
+}
+
+async fn decode(path: &str, response: reqwest::Response) -> Result<Value, Failure> {
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .map_err(|e| Failure::Message(format!("{path}: {status}: {e}")))?;
+    if !status.is_success() {
+        return Err(Failure::Message(format!(
+            "{path}: {status}: {}",
+            body["error"]["message"].as_str().unwrap_or("no message")
+        )));
+    }
+    Ok(body)
+}
+
+/// What the batch did, for the report.
+struct Batch {
+    finished: Vec<Finished>,
+    approved: usize,
+    denied: usize,
+    took: Duration,
+}
+
+/// Submits the tasks, answers approvals, follows the counts, and reads every task back.
+async fn drive(
+    args: &DemoArgs,
+    client: &Client,
+    bar: &ProgressBar,
+    files: &Path,
+) -> Result<Batch, Failure> {
+    let mut rng = fastrand::Rng::with_seed(args.seed);
+    let plan: Vec<Planned> = (0..args.tasks)
+        .map(|i| plan_task(&mut rng, i, args.approval_every, files))
+        .collect::<Result<_, _>>()
+        .map_err(Failure::Usage)?;
     let started = Instant::now();
+    // Task id -> approve?; filled as submissions are answered.
+    let decisions: Mutex<HashMap<String, bool>> = Mutex::new(HashMap::new());
+    let (approved, denied) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    let submitted = CancellationToken::new();
+    let batch_done = CancellationToken::new();
 
-    // Breaker transitions as they happen; everything else is counted by the hub and the
-    // monitor.
-    let mut resilience_events = hub.subscribe();
-    // The watcher stops when the runs are done (the hub outlives them).
-    let done = pocket_agent::CancellationToken::new();
-    let watcher = tokio::spawn({
-        let bar = bar.clone();
-        let done = done.clone();
-        async move {
-            let mut timeline = Vec::new();
-            loop {
-                let received = tokio::select! {
-                    biased;
-                    event = resilience_events.recv() => event,
-                    () = done.cancelled() => match resilience_events.try_recv() {
-                        Ok(event) => Ok(event),
-                        Err(_) => return timeline,
-                    },
+    let submit = async {
+        let ids: Vec<Result<(String, Planned), Failure>> = stream::iter(plan.iter().cloned())
+            .map(|p| {
+                let decisions = &decisions;
+                async move {
+                    let body = json!({"task": p.task, "priority": p.priority});
+                    let created = client.post("/v1/tasks", &body).await?;
+                    let id = created["id"].as_str().unwrap_or_default().to_owned();
+                    match &p.expect {
+                        Expect::Deleted(_) => lock(decisions).insert(id.clone(), true),
+                        Expect::Kept(_) => lock(decisions).insert(id.clone(), false),
+                        _ => None,
+                    };
+                    Ok((id, p))
+                }
+            })
+            .buffer_unordered(16)
+            .collect()
+            .await;
+        submitted.cancel();
+        ids.into_iter().collect::<Result<Vec<_>, _>>()
+    };
+
+    let answer_approvals = async {
+        loop {
+            if batch_done.is_cancelled() {
+                return Ok::<(), Failure>(());
+            }
+            let pending = client.get("/v1/approvals").await?;
+            for request in pending["approvals"].as_array().into_iter().flatten() {
+                let task = request["run_id"].as_str().unwrap_or_default();
+                // Unknown yet: the task ran before its submission was answered; next round.
+                let Some(approve) = lock(&decisions).get(task).copied() else {
+                    continue;
                 };
-                match received {
-                    Ok(ResilienceEvent::BreakerTransition { key, from, to }) => {
-                        let line = format!(
-                            "  {:>5.2}s  breaker {key}: {} -> {}",
-                            started.elapsed().as_secs_f64(),
-                            from.as_str(),
-                            to.as_str()
-                        );
-                        // Live on a terminal; the report repeats them otherwise.
-                        bar.println(&line);
-                        timeline.push(line);
-                    }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return timeline,
+                let id = request["id"].as_str().unwrap_or_default();
+                let body = if approve {
+                    json!({"decision": "approve"})
+                } else {
+                    json!({"decision": "deny", "reason": DENY_REASON})
+                };
+                // 404: it was withdrawn meanwhile (the run stopped waiting).
+                if client
+                    .post(&format!("/v1/approvals/{id}"), &body)
+                    .await
+                    .is_ok()
+                {
+                    let n = if approve { &approved } else { &denied };
+                    n.fetch_add(1, Ordering::Relaxed);
                 }
             }
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(50)) => {}
+                () = batch_done.cancelled() => {}
+            }
         }
-    });
+    };
 
-    let permits = Arc::new(Semaphore::new(args.concurrency));
-    let mut runs = JoinSet::new();
-    let mut rng = fastrand::Rng::with_seed(args.seed);
-    for i in 0..args.tasks {
-        let (task, expected) = make_task(&mut rng, i);
-        let protected = protected.clone();
-        let permits = permits.clone();
-        runs.spawn(async move {
-            let _permit = permits.acquire_owned().await;
-            let t = Instant::now();
-            (protected.run(task).await, expected, t.elapsed())
+    let follow = async {
+        let mut last = (0, Instant::now());
+        loop {
+            let report = client.get("/v1/cluster").await?;
+            let q = |s: &str| report["queue"][s].as_u64().unwrap_or(0);
+            let finished = q("succeeded") + q("failed") + q("cancelled");
+            bar.set_position(finished);
+            bar.set_message(format!(
+                "queued {}  running {}  waiting approval {}  done {}  failed {}  instances {}",
+                q("queued"),
+                q("running"),
+                q("waiting_approval"),
+                q("succeeded"),
+                q("failed") + q("cancelled"),
+                report["overview"]["total_instances"].as_u64().unwrap_or(0),
+            ));
+            if submitted.is_cancelled() && finished >= args.tasks as u64 {
+                batch_done.cancel();
+                return Ok::<(), Failure>(());
+            }
+            if finished > last.0 {
+                last = (finished, Instant::now());
+            } else if last.1.elapsed() > STALL_LIMIT {
+                batch_done.cancel();
+                return Err(Failure::Message(format!(
+                    "no task finished for {} s ({finished} of {} done)",
+                    STALL_LIMIT.as_secs(),
+                    args.tasks
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+
+    let (ids, approvals, followed) = tokio::join!(
+        async {
+            let ids = submit.await;
+            if ids.is_err() {
+                batch_done.cancel();
+            }
+            ids
+        },
+        answer_approvals,
+        follow
+    );
+    let ids = ids?;
+    followed?;
+    approvals?;
+    let took = started.elapsed();
+
+    let finished: Vec<Result<Finished, Failure>> = stream::iter(ids)
+        .map(|(id, planned)| async move {
+            let view = client.get(&format!("/v1/tasks/{id}")).await?;
+            Ok(Finished { planned, view })
+        })
+        .buffer_unordered(16)
+        .collect()
+        .await;
+    Ok(Batch {
+        finished: finished.into_iter().collect::<Result<_, _>>()?,
+        approved: approved.into_inner(),
+        denied: denied.into_inner(),
+        took,
+    })
+}
+
+const DENY_REASON: &str = "kept for the audit";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Task `i`: arithmetic (checked), the time, or deleting a file (needs approval; every
+/// third such request is denied). Priorities 0, 5 or 10.
+fn plan_task(
+    rng: &mut fastrand::Rng,
+    i: usize,
+    approval_every: usize,
+    files: &Path,
+) -> Result<Planned, String> {
+    let priority = match rng.u8(0..10) {
+        0 => 10,
+        1..=3 => 5,
+        _ => 0,
+    };
+    if approval_every > 0 && i % approval_every == approval_every - 1 {
+        let name = format!("report-{i}.tmp");
+        let path = files.join(&name);
+        std::fs::write(&path, format!("report {i}\n"))
+            .map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let nth = i / approval_every;
+        let expect = if nth % 3 == 2 {
+            Expect::Kept(path)
+        } else {
+            Expect::Deleted(path)
+        };
+        return Ok(Planned {
+            task: format!("Please delete the old report '{name}'."),
+            priority,
+            expect,
         });
     }
-    let mut tally = Tally::default();
-    while let Some(joined) = runs.join_next().await {
-        let Ok((result, expected, took)) = joined else {
-            continue;
-        };
-        tally.durations.push(took);
-        match result {
-            Ok(out) => {
-                tally.succeeded += 1;
-                *tally.paths.entry(out.path.as_str()).or_default() += 1;
-                if expected.as_deref().is_none_or(|e| out.output.answer == e) {
-                    tally.verified += 1;
-                }
-            }
-            Err(err) => {
-                *tally
-                    .failed
-                    .entry(err.classify().kind.as_str())
-                    .or_default() += 1
-            }
-        }
-        let failed: usize = tally.failed.values().sum();
-        bar.set_message(format!("{} ok, {failed} failed", tally.succeeded));
-        bar.inc(1);
+    if i % 10 == 9 {
+        return Ok(Planned {
+            task: "What time is it now?".into(),
+            priority,
+            expect: Expect::Time,
+        });
     }
-    bar.finish();
-    let elapsed = started.elapsed();
-    let report = hub.health_report();
-    let metrics = hub.metrics();
-    drop(protected);
-    done.cancel();
-    let timeline = watcher.await.unwrap_or_default();
-    // Shutting the monitor down first lets its observers count every event.
-    let monitor = services.monitor.clone();
-    services.shutdown().await;
-    let (tool_calls, tool_errors) = monitor
-        .tool_stats()
-        .values()
-        .fold((0, 0), |(c, f), t| (c + t.calls, f + t.failures));
-
-    tally.durations.sort();
-    let pct = |p: f64| {
-        tally
-            .durations
-            .get(((tally.durations.len() as f64 - 1.0) * p) as usize)
-            .copied()
-            .unwrap_or_default()
+    let (a, b) = (rng.i64(2..1000), rng.i64(2..100));
+    let (op, value) = match rng.u8(0..3) {
+        0 => ('+', a + b),
+        1 => ('-', a - b),
+        _ => ('*', a * b),
     };
-    let failed: usize = tally.failed.values().sum();
+    Ok(Planned {
+        task: format!("What is {a} {op} {b}?"),
+        priority,
+        expect: Expect::Answer(format!("{a} {op} {b} = {value}")),
+    })
+}
+
+/// Why a finished task is not what its plan expects, if it is not.
+fn mismatch(f: &Finished) -> Option<String> {
+    let status = f.view["status"].as_str().unwrap_or("?");
+    let answer = f.view["result"]["answer"].as_str().unwrap_or("");
+    if status != "succeeded" {
+        return Some(format!(
+            "`{}` ended {status}: {}",
+            f.planned.task,
+            f.view["error"].as_str().unwrap_or("no error")
+        ));
+    }
+    let ok = match &f.planned.expect {
+        Expect::Answer(expected) => answer == expected,
+        Expect::Time => answer.starts_with("time returned: "),
+        Expect::Deleted(path) => answer.starts_with("delete_file returned: ") && !path.exists(),
+        Expect::Kept(path) => {
+            answer.starts_with("delete_file failed: ")
+                && answer.contains(DENY_REASON)
+                && path.exists()
+        }
+    };
+    (!ok).then(|| format!("`{}` answered `{answer}`", f.planned.task))
+}
+
+#[allow(clippy::print_stdout)]
+async fn report(
+    args: &DemoArgs,
+    client: &Client,
+    batch: &Batch,
+    timeline: &[String],
+    started: Instant,
+    services: &Services,
+    logs: &LogGuard,
+) -> Result<(), Failure> {
+    let problems: Vec<String> = batch.finished.iter().filter_map(mismatch).collect();
+    let checked = batch.finished.len() - problems.len();
+    let retried = batch
+        .finished
+        .iter()
+        .filter(|f| f.view["attempts"].as_u64().unwrap_or(0) > 1)
+        .count();
+
+    if !timeline.is_empty() {
+        println!("Circuit breaker");
+        for line in timeline {
+            println!("{line}");
+        }
+        println!();
+    }
+    println!("Tasks");
+    println!(
+        "  answered as expected  {checked} / {} in {:.1} s ({:.0} tasks/s)",
+        args.tasks,
+        batch.took.as_secs_f64(),
+        args.tasks as f64 / batch.took.as_secs_f64()
+    );
+    println!(
+        "  approvals             {} approved (files deleted), {} denied (files kept, the model told why)",
+        batch.approved, batch.denied
+    );
+    println!("  retried by the queue  {retried} tasks took more than one attempt");
+    println!(
+        "  priority              {}",
+        priority_order(&batch.finished)
+    );
+
+    let metrics = services.hub.metrics();
     let join = |m: &BTreeMap<String, u64>| {
         if m.is_empty() {
             "none".to_owned()
@@ -280,37 +860,7 @@ pub(crate) async fn run(
                 .join(", ")
         }
     };
-    if bar.is_hidden() && !timeline.is_empty() {
-        println!("Circuit breaker");
-        for line in &timeline {
-            println!("{line}");
-        }
-    }
-    println!("\nReport");
-    println!(
-        "  succeeded        {} / {} ({} answers checked correct)",
-        tally.succeeded, args.tasks, tally.verified
-    );
-    println!(
-        "  run paths        {}",
-        tally
-            .paths
-            .iter()
-            .map(|(k, n)| format!("{k} {n}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    if failed > 0 {
-        println!(
-            "  failed           {failed} by kind: {}",
-            tally
-                .failed
-                .iter()
-                .map(|(k, n)| format!("{k} {n}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-    }
+    println!("\nResilience");
     println!("  retries          {}", join(&metrics.retries_total));
     println!(
         "  budget refusals  {}",
@@ -321,67 +871,156 @@ pub(crate) async fn run(
         "  breaker changes  {}",
         join(&metrics.breaker_transitions_total)
     );
-    println!("  waits for a probe {}", metrics.cool_down_waits_total);
+    let tools = services.monitor.tool_stats();
+    let (calls, errors) = tools
+        .values()
+        .fold((0, 0), |(c, f), t| (c + t.calls, f + t.failures));
     println!(
-        "  tool calls       {tool_calls} ({tool_errors} returned errors to the model, which recovered or answered)"
+        "  tool calls       {calls} ({errors} returned errors to the model: garbage arguments, denials)"
+    );
+
+    let health = client.get("/v1/health").await?;
+    let m = &health["monitor"];
+    let r = &health["resilience"];
+    println!("\nHealth (GET /v1/health)");
+    println!(
+        "  status           {}{}",
+        m["status"].as_str().unwrap_or("?"),
+        reasons(&m["reasons"])
     );
     println!(
-        "  run latency      p50 {:.0} ms, p95 {:.0} ms; {:.1} runs/s over {:.1} s",
-        pct(0.5).as_secs_f64() * 1e3,
-        pct(0.95).as_secs_f64() * 1e3,
-        args.tasks as f64 / elapsed.as_secs_f64(),
-        elapsed.as_secs_f64()
+        "  runs             {} total, {} failed attempts, mean {:.0} ms; model calls {} ({} failed)",
+        m["runs"]["total"],
+        m["runs"]["failed"],
+        m["runs"]["mean_time_ms"].as_f64().unwrap_or(0.0),
+        m["models"]["calls"],
+        m["models"]["failures"]
     );
-    println!("  health score     {} / 100", report.health_score);
-    for line in &report.recommendations {
-        println!("  - {line}");
+    println!(
+        "  resilience       score {} / 100; breakers: {}",
+        r["health_score"],
+        r["breakers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|b| format!(
+                "{} {} (opened {}x)",
+                b["key"].as_str().unwrap_or("?"),
+                b["state"].as_str().unwrap_or("?"),
+                b["opened_total"]
+            ))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for line in r["recommendations"].as_array().into_iter().flatten() {
+        println!("  - {}", line.as_str().unwrap_or_default());
     }
-    let status = monitor.status();
-    let health = monitor.health();
-    let metrics_file = args.log_dir.join("metrics.prom");
-    let exposition = monitor.metrics().encode();
-    std::fs::write(&metrics_file, exposition)
-        .map_err(|e| format!("cannot write {}: {e}", metrics_file.display()))?;
+
+    let cluster = client.get("/v1/cluster").await?;
+    let o = &cluster["overview"];
+    let p = &cluster["performance"];
+    println!("\nCluster (GET /v1/cluster)");
+    println!(
+        "  worker           {}",
+        cluster["worker"].as_str().unwrap_or("?")
+    );
+    println!(
+        "  queue            {}",
+        cluster["queue"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    println!(
+        "  instances        {} ({} idle, {} busy, {} failed); utilisation {:.0}%",
+        o["total_instances"],
+        o["active"],
+        o["busy"],
+        o["failed"],
+        p["utilisation"].as_f64().unwrap_or(0.0) * 100.0
+    );
+    for s in cluster["scaling"].as_array().into_iter().flatten() {
+        println!(
+            "  scaling          {}: {}",
+            s["agent"].as_str().unwrap_or("?"),
+            s["recommendation"]["reason"].as_str().unwrap_or("?")
+        );
+    }
+
     println!();
     match logs.first_file() {
-        Some(file) => println!("Logs     {} (JSON lines, one file a day)", file.display()),
-        None => println!(
-            "Logs     {} (JSON lines, one file a day)",
-            args.log_dir.display()
-        ),
+        Some(file) => println!("Logs     {} (JSON lines)", file.display()),
+        None => println!("Logs     {} (JSON lines)", args.log_dir.display()),
     }
     println!(
-        "Metrics  {} (Prometheus text format)",
-        metrics_file.display()
-    );
-    println!(
-        "Status   {}{}",
-        status.as_str(),
-        if health.reasons.is_empty() {
-            String::new()
+        "Demo     {:.1} s; the dashboard was at {}/{}",
+        started.elapsed().as_secs_f64(),
+        client.base,
+        if args.keep_serving {
+            ""
         } else {
-            format!(": {}", health.reasons.join("; "))
+            " (keep it up with --keep-serving)"
         }
     );
-    println!(
-        "\nNext for the demo: the durable cluster with its queue, workers, dashboard and HTTP API."
-    );
-    Ok(())
+
+    if problems.is_empty() {
+        return Ok(());
+    }
+    for line in problems.iter().take(10) {
+        println!("  unexpected: {line}");
+    }
+    Err(Failure::Message(format!(
+        "{} of {} tasks did not end as expected",
+        problems.len(),
+        args.tasks
+    )))
 }
 
-/// A task and the answer `sim` must give to it (when it can be checked).
-fn make_task(rng: &mut fastrand::Rng, i: usize) -> (String, Option<String>) {
-    if i % 10 == 9 {
-        return ("What time is it now?".into(), None);
+fn reasons(list: &Value) -> String {
+    let reasons: Vec<&str> = list
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect();
+    if reasons.is_empty() {
+        String::new()
+    } else {
+        format!(" ({})", reasons.join("; "))
     }
-    let (a, b) = (rng.i64(2..1000), rng.i64(2..100));
-    let (op, value) = match rng.u8(0..3) {
-        0 => ('+', a + b),
-        1 => ('-', a - b),
-        _ => ('*', a * b),
-    };
-    (
-        format!("What is {a} {op} {b}?"),
-        Some(format!("{a} {op} {b} = {value}")),
-    )
+}
+
+/// Median finishing position (in percent of the batch) by priority, over tasks that needed
+/// no approval: higher priorities should finish earlier.
+fn priority_order(finished: &[Finished]) -> String {
+    let mut done: Vec<(&str, i32)> = finished
+        .iter()
+        .filter(|f| !matches!(f.planned.expect, Expect::Deleted(_) | Expect::Kept(_)))
+        .filter_map(|f| Some((f.view["updated_at"].as_str()?, f.planned.priority)))
+        .collect();
+    // RFC 3339 UTC with fixed millisecond digits sorts as text.
+    done.sort();
+    let n = done.len().max(1) as f64;
+    let mut ranks: BTreeMap<i32, Vec<f64>> = BTreeMap::new();
+    for (rank, (_, priority)) in done.iter().enumerate() {
+        ranks
+            .entry(*priority)
+            .or_default()
+            .push(rank as f64 / n * 100.0);
+    }
+    let parts: Vec<String> = ranks
+        .iter()
+        .rev()
+        .map(|(priority, r)| {
+            format!(
+                "priority {priority}: {} tasks, median finish at {:.0}%",
+                r.len(),
+                r.get(r.len() / 2).copied().unwrap_or(0.0)
+            )
+        })
+        .collect();
+    parts.join("; ")
 }

@@ -31,7 +31,8 @@ struct Cli {
 enum Command {
     /// Run one task and print the answer.
     Run(RunArgs),
-    /// Run a batch of tasks offline on the `sim` model with injected faults, and report.
+    /// The service on this machine, offline: a batch of tasks over HTTP on the `sim` model
+    /// with injected faults and approvals, checked and reported.
     Demo(demo::DemoArgs),
     /// The whole runtime: HTTP API, dispatcher, workers, monitoring, dashboard.
     Serve(serve::ServeArgs),
@@ -150,9 +151,7 @@ fn main() -> ExitCode {
             Command::Approvals(args) => client::approvals(args).await,
             Command::Approve(args) => client::decide(args, true).await,
             Command::Deny(args) => client::decide(args, false).await,
-            Command::Demo(args) => demo::run(args, monitoring, &logs)
-                .await
-                .map_err(Failure::Usage),
+            Command::Demo(args) => demo::run(args, monitoring, &logs).await,
         }
     });
     drop(runtime);

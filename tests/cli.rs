@@ -222,6 +222,71 @@ fn config_typos_name_the_file_and_key() {
 }
 
 #[test]
+fn server_section_typos_and_bad_values_name_the_file_and_key() {
+    let cfg = config("[server]\nlisten = \"127.0.0.1:0\"\nbody_limt_bytes = 1024\n");
+    let path = cfg.path().display().to_string();
+    pocket()
+        .args(["serve", "--config", &path])
+        .env("POCKET_API_KEYS", "k")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains(format!(
+                "{path}: server.body_limt_bytes: unknown field `body_limt_bytes`"
+            ))
+            .and(predicate::str::contains("line 3")),
+        );
+    let cfg = config("[server]\ncors_origins = [\"https://ok.example\", \"ops.example.com\"]\n");
+    pocket()
+        .args(["serve", "--config"])
+        .arg(cfg.path())
+        .env("POCKET_API_KEYS", "k")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("server.cors_origins")
+                .and(predicate::str::contains("`ops.example.com`")),
+        );
+    // The keys come from the variable [server] names.
+    let cfg = config("[server]\napi_keys_env = \"POCKET_TEST_UNSET_KEYS\"\n");
+    pocket()
+        .args([
+            "serve",
+            "--store",
+            "memory:",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(cfg.path())
+        .env("POCKET_API_KEYS", "k")
+        .env_remove("POCKET_TEST_UNSET_KEYS")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "POCKET_TEST_UNSET_KEYS is not set",
+        ));
+    let cfg = config("[server]\ndefault_agent = \"nobody\"\n[agents.math]\n");
+    pocket()
+        .args([
+            "serve",
+            "--store",
+            "memory:",
+            "--listen",
+            "127.0.0.1:0",
+            "--config",
+        ])
+        .arg(cfg.path())
+        .env("POCKET_API_KEYS", "k")
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("server.default_agent")
+                .and(predicate::str::contains("`nobody`")),
+        );
+}
+
+#[test]
 fn config_file_from_env_and_agent_selection() {
     let cfg = config("[agents.math]\ntools = [\"calculator\"]\nmax_iterations = 3\n");
     pocket()

@@ -94,6 +94,32 @@ pub enum BuildError {
     /// The session lifetime or the live-series interval is 0.
     #[error("the dashboard's session lifetime and live interval must be above 0")]
     ZeroDashboardDuration,
+    /// A CORS origin is not `*` or `scheme://host[:port]`.
+    #[error("CORS origin `{0}` is not `*` or `http(s)://host[:port]` (no path, no trailing slash)")]
+    InvalidOrigin(String),
+}
+
+/// Checks a CORS origin as [`ServerBuilder::cors_origins`] takes it: `*`, or
+/// `http://host[:port]` / `https://host[:port]` with no path.
+///
+/// # Errors
+/// [`BuildError::InvalidOrigin`].
+pub fn check_origin(origin: &str) -> Result<(), BuildError> {
+    if origin == "*" {
+        return Ok(());
+    }
+    let bad = || BuildError::InvalidOrigin(origin.to_owned());
+    let host = origin
+        .strip_prefix("https://")
+        .or_else(|| origin.strip_prefix("http://"))
+        .ok_or_else(bad)?;
+    if host.is_empty()
+        || host.contains(['/', '?', '#', '@'])
+        || axum::http::HeaderValue::from_str(origin).is_err()
+    {
+        return Err(bad());
+    }
+    Ok(())
 }
 
 /// Builds a [`Server`]; see [`Server::builder`].
@@ -108,6 +134,7 @@ pub struct ServerBuilder {
     body_limit: usize,
     timeout: Duration,
     default_agent: Option<String>,
+    cors_origins: Vec<String>,
     session_ttl: Duration,
     live_interval: Duration,
 }
@@ -163,6 +190,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Origins a browser page may call the API from (CORS): `https://host[:port]`, or `*` for
+    /// any. Preflight requests are answered without a key; the other requests still need
+    /// one. Default: none (no CORS headers; same-origin pages such as the dashboard work).
+    pub fn cors_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.cors_origins = origins.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How long a dashboard session (sign-in) lasts. Default: [`DEFAULT_SESSION_TTL`].
     pub fn session_ttl(mut self, ttl: Duration) -> Self {
         self.session_ttl = ttl;
@@ -185,8 +220,12 @@ impl ServerBuilder {
     /// Builds the server.
     ///
     /// # Errors
-    /// [`BuildError`] for an empty key, a zero body limit or a zero time limit.
+    /// [`BuildError`] for an empty key, a zero body limit, a zero time limit or an invalid
+    /// CORS origin.
     pub fn build(self) -> Result<Server, BuildError> {
+        for origin in &self.cors_origins {
+            check_origin(origin)?;
+        }
         if self.keys.iter().any(String::is_empty) {
             return Err(BuildError::EmptyKey);
         }
@@ -213,6 +252,7 @@ impl ServerBuilder {
                 timeout: self.timeout,
                 default_agent: self.default_agent.unwrap_or_else(|| "default".into()),
                 draining: tokio::sync::watch::Sender::new(false),
+                cors_origins: self.cors_origins,
                 sessions: auth::Sessions::new(self.session_ttl),
                 live: live::Live::default(),
                 live_interval: self.live_interval,
@@ -234,6 +274,8 @@ pub(crate) struct AppState {
     pub(crate) default_agent: String,
     /// `true` once draining; event streams end when it turns.
     pub(crate) draining: tokio::sync::watch::Sender<bool>,
+    /// Allowed CORS origins (checked at build); empty: no CORS.
+    pub(crate) cors_origins: Vec<String>,
     /// The dashboard's sign-in sessions.
     pub(crate) sessions: auth::Sessions,
     /// The dashboard's live series.
@@ -272,6 +314,7 @@ impl Server {
             body_limit: DEFAULT_BODY_LIMIT,
             timeout: DEFAULT_REQUEST_TIMEOUT,
             default_agent: None,
+            cors_origins: Vec::new(),
             session_ttl: DEFAULT_SESSION_TTL,
             live_interval: DEFAULT_LIVE_INTERVAL,
         }
@@ -298,7 +341,7 @@ impl Server {
                 state.clone(),
                 auth::require_key,
             ));
-        Router::new()
+        let router = Router::new()
             .route("/healthz", get(probes::healthz))
             .route("/readyz", get(probes::readyz))
             // The dashboard checks the session itself: without one it answers 401 and the
@@ -309,8 +352,13 @@ impl Server {
             .merge(api)
             .fallback(not_found)
             .layer(middleware::from_fn_with_state(state.clone(), guard))
-            .layer(DefaultBodyLimit::max(state.body_limit))
-            .with_state(state)
+            .layer(DefaultBodyLimit::max(state.body_limit));
+        // Outermost, so preflights are answered before auth asks for a key.
+        let router = match cors(&state.cors_origins) {
+            Some(layer) => router.layer(layer),
+            None => router,
+        };
+        router.with_state(state)
     }
 
     /// Stops taking new work: from now on task submissions and chat completions get 503 and
@@ -363,6 +411,27 @@ async fn guard(State(state): State<Shared>, mut req: Request, next: Next) -> Res
         Ok(response) => response,
         Err(_) => ApiError::Timeout(state.timeout).into_response(),
     }
+}
+
+/// The CORS layer for these origins (already checked); `None` when there are none.
+fn cors(origins: &[String]) -> Option<tower_http::cors::CorsLayer> {
+    use axum::http::{HeaderValue, Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return None;
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        AllowOrigin::list(origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+    };
+    Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([Method::GET, Method::POST, Method::DELETE])
+            .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE])
+            .max_age(Duration::from_secs(600)),
+    )
 }
 
 async fn not_found() -> ApiError {
