@@ -1,10 +1,15 @@
 //! What a running cluster reports as it works: tasks claimed and finished, instances up and
-//! down, scaling decisions. Sent on a bounded broadcast channel
-//! ([`Cluster::subscribe`](crate::Cluster::subscribe)); a subscriber that falls more than
-//! 1,024 events behind loses the oldest.
+//! down, scaling decisions, and the steps of the runs someone follows. Sent on a bounded
+//! broadcast channel ([`Cluster::subscribe`](crate::Cluster::subscribe)); a subscriber that
+//! falls more than 1,024 events behind loses the oldest (its receiver says how many).
+//!
+//! A run's own steps ([`ClusterEvent::Agent`]: model turns, text deltas, tool calls,
+//! approvals) are sent only for tasks someone watches
+//! ([`Cluster::watch_task`](crate::Cluster::watch_task)): an unwatched run builds none.
 
 use std::sync::Arc;
 
+use pocket_agent::AgentEvent;
 use serde::Serialize;
 
 use crate::autoscale::ScaleDecision;
@@ -119,4 +124,40 @@ pub enum ClusterEvent {
         /// Leases released to the store.
         released: u64,
     },
+    /// A step of a watched task's run on this worker: the agent's own event (its `run_id`
+    /// is the task's id).
+    Agent {
+        /// The task.
+        id: TaskId,
+        /// What the agent reported.
+        event: AgentStep,
+    },
+    /// The forwarding of a watched task's steps fell behind its agent, which dropped this
+    /// many of them (the run itself is not affected).
+    AgentStepsSkipped {
+        /// The task.
+        id: TaskId,
+        /// Steps lost.
+        skipped: u64,
+    },
+}
+
+/// An agent's event inside a [`ClusterEvent`]: shared, so every subscriber gets the same
+/// one without a copy. Two are equal when they are the same event.
+#[derive(Debug, Clone, Serialize)]
+#[serde(transparent)]
+pub struct AgentStep(pub Arc<AgentEvent>);
+
+impl PartialEq for AgentStep {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl std::ops::Deref for AgentStep {
+    type Target = AgentEvent;
+
+    fn deref(&self) -> &AgentEvent {
+        &self.0
+    }
 }

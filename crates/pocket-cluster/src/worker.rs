@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::autoscale::{Autoscaler, Observation, ScaleDecision};
 use crate::config::{ClusterConfig, ConfigError};
-use crate::event::ClusterEvent;
+use crate::event::{AgentStep, ClusterEvent};
 use crate::pool::{Beat, InstanceId, InstanceStatus, Pool, Slot};
 use crate::report::{AgentScaling, ClusterReport};
 use crate::store::{
@@ -185,6 +185,11 @@ pub(crate) struct Shared {
     pub(crate) agent_breakers: HashMap<Arc<str>, Arc<Breaker>>,
     /// Cancelled when shutdown begins: no more claims or scaling.
     pub(crate) stop: CancellationToken,
+    /// Tasks whose runs' steps are forwarded as [`ClusterEvent::Agent`] (`None`: every
+    /// task), with how many watchers each has.
+    watched: Mutex<HashMap<Option<TaskId>, usize>>,
+    /// Bumped whenever `watched` changes.
+    watch_changed: tokio::sync::watch::Sender<u64>,
     running: AtomicBool,
     pub(crate) lease: Duration,
     pub(crate) heartbeat: Duration,
@@ -374,6 +379,8 @@ impl ClusterBuilder {
             metrics: self.metrics,
             agent_breakers,
             stop: CancellationToken::new(),
+            watched: Mutex::new(HashMap::new()),
+            watch_changed: tokio::sync::watch::Sender::new(0),
             running: AtomicBool::new(false),
             lease: c.lease()?,
             heartbeat: c.heartbeat()?,
@@ -438,6 +445,19 @@ impl Cluster {
     /// Receives every [`ClusterEvent`] from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<ClusterEvent> {
         self.inner.events.subscribe()
+    }
+
+    /// Sends the steps of task `id`'s runs on this worker ([`ClusterEvent::Agent`]) on the
+    /// event channel while the returned guard lives. Runs of unwatched tasks build no step
+    /// events at all. A run already going starts forwarding from its next step.
+    pub fn watch_task(&self, id: &TaskId) -> TaskWatch {
+        self.inner.watch(Some(id.clone()))
+    }
+
+    /// Like [`watch_task`](Self::watch_task) for every task: for the moment between
+    /// submitting a task and learning its id (then watch it and drop this guard).
+    pub fn watch_all(&self) -> TaskWatch {
+        self.inner.watch(None)
     }
 
     /// Enqueues a task and wakes this worker's dispatcher.
@@ -605,6 +625,115 @@ impl Drop for RunningGuard<'_> {
     }
 }
 
+/// Keeps a task's run steps on the event channel; see [`Cluster::watch_task`].
+#[must_use = "the task is watched only while the guard lives"]
+pub struct TaskWatch {
+    shared: Arc<Shared>,
+    key: Option<TaskId>,
+}
+
+impl std::fmt::Debug for TaskWatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskWatch")
+            .field("task", &self.key)
+            .finish()
+    }
+}
+
+impl Drop for TaskWatch {
+    fn drop(&mut self) {
+        let mut watched = lock(&self.shared.watched);
+        if let Some(n) = watched.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                watched.remove(&self.key);
+            }
+        }
+        drop(watched);
+        self.shared.watch_changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// Forwards the steps of one run from its agent to the cluster's channel while the task is
+/// watched: subscribed to the agent only then, so an unwatched run builds no events.
+struct StepForwarder<'a> {
+    shared: &'a Shared,
+    agent: &'a Agent,
+    id: &'a TaskId,
+    steps: Option<broadcast::Receiver<pocket_agent::AgentEvent>>,
+    changed: tokio::sync::watch::Receiver<u64>,
+}
+
+impl<'a> StepForwarder<'a> {
+    /// Subscribes at once if the task is watched, so the run's first step is not missed.
+    fn new(shared: &'a Shared, agent: &'a Agent, id: &'a TaskId) -> Self {
+        let changed = shared.watch_changed.subscribe();
+        let steps = shared.is_watched(id).then(|| agent.subscribe());
+        Self {
+            shared,
+            agent,
+            id,
+            steps,
+            changed,
+        }
+    }
+
+    /// Forwards until dropped.
+    async fn pump(&mut self) -> std::convert::Infallible {
+        loop {
+            let Some(steps) = self.steps.as_mut() else {
+                if self.changed.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+                if self.shared.is_watched(self.id) {
+                    self.steps = Some(self.agent.subscribe());
+                }
+                continue;
+            };
+            tokio::select! {
+                step = steps.recv() => match step {
+                    Ok(event) => self.forward(event),
+                    Err(broadcast::error::RecvError::Lagged(n)) => self.skipped(n),
+                    Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+                },
+                changed = self.changed.changed() => {
+                    if changed.is_err() || !self.shared.is_watched(self.id) {
+                        self.steps = None;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Forwards what the agent sent before the run ended.
+    fn drain(&mut self) {
+        while let Some(steps) = self.steps.as_mut() {
+            match steps.try_recv() {
+                Ok(event) => self.forward(event),
+                Err(broadcast::error::TryRecvError::Lagged(n)) => self.skipped(n),
+                Err(_) => break,
+            }
+        }
+    }
+
+    fn forward(&self, event: pocket_agent::AgentEvent) {
+        if *event.run_id == *self.id.0 {
+            self.shared.emit(|| ClusterEvent::Agent {
+                id: self.id.clone(),
+                event: AgentStep(Arc::new(event)),
+            });
+        }
+    }
+
+    fn skipped(&self, n: u64) {
+        tracing::debug!(task = %self.id, skipped = n, "forwarding run steps fell behind");
+        self.shared.emit(|| ClusterEvent::AgentStepsSkipped {
+            id: self.id.clone(),
+            skipped: n,
+        });
+    }
+}
+
 /// Removes a task from the held set when its run ends, however it ends.
 struct Held {
     shared: Arc<Shared>,
@@ -622,6 +751,22 @@ impl Shared {
         if self.events.receiver_count() > 0 {
             let _ = self.events.send(event());
         }
+    }
+
+    fn watch(self: &Arc<Self>, key: Option<TaskId>) -> TaskWatch {
+        *lock(&self.watched).entry(key.clone()).or_insert(0) += 1;
+        self.watch_changed.send_modify(|v| *v += 1);
+        TaskWatch {
+            shared: Arc::clone(self),
+            key,
+        }
+    }
+
+    /// Whether the steps of `id`'s runs are wanted.
+    fn is_watched(&self, id: &TaskId) -> bool {
+        let watched = lock(&self.watched);
+        !watched.is_empty()
+            && (watched.contains_key(&None) || watched.contains_key(&Some(id.clone())))
     }
 
     pub(crate) fn entry(&self, id: &TaskId) -> Option<Arc<RunEntry>> {
@@ -914,9 +1059,17 @@ impl Shared {
         // The breaker gates claims; a task claimed while its probe slots are taken runs
         // anyway, uncounted.
         let permit = breaker.as_deref().and_then(|b| b.try_acquire().ok());
-        let result = AssertUnwindSafe(slot.agent().run_with(request))
-            .catch_unwind()
-            .await;
+        let mut steps = StepForwarder::new(&self, slot.agent(), &id);
+        let result = {
+            let run = AssertUnwindSafe(slot.agent().run_with(request)).catch_unwind();
+            tokio::select! {
+                biased;
+                result = run => result,
+                never = steps.pump() => match never {},
+            }
+        };
+        steps.drain();
+        drop(steps);
         let duration = started.elapsed();
         let instance = slot.id().clone();
         let outcome = match (result, entry.reason()) {
@@ -1176,4 +1329,118 @@ pub(crate) fn count(by_status: &[(TaskStatus, u64)], status: TaskStatus) -> u64 
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use pocket_agent::EventKind;
+    use pocket_models::{SimConfig, SimModel};
+
+    use super::*;
+    use crate::store::{MemoryStore, StoreOptions};
+
+    fn cluster() -> Cluster {
+        let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
+        Cluster::builder(store)
+            .config(ClusterConfig {
+                poll_interval_ms: 5,
+                ..ClusterConfig::default()
+            })
+            .agent("default")
+            .factory(|name| {
+                Ok(Agent::builder(SimModel::new(SimConfig::default()))
+                    .name(name)
+                    .streaming(true)
+                    .build()?)
+            })
+            .build()
+            .unwrap()
+    }
+
+    /// Runs one task to its end; returns every cluster event sent meanwhile.
+    async fn run_one(cluster: &Cluster, watch: bool) -> (TaskId, Vec<ClusterEvent>) {
+        let mut events = cluster.subscribe();
+        let id = cluster
+            .submit(NewTask::new("default", "say something"))
+            .await
+            .unwrap()
+            .id;
+        let _watching = watch.then(|| cluster.watch_task(&id));
+        let store = Arc::clone(cluster.store());
+        let done = {
+            let id = id.clone();
+            async move {
+                while !store
+                    .get(&id)
+                    .await
+                    .unwrap()
+                    .is_some_and(|t| t.status.is_terminal())
+                {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+        };
+        cluster.run(done).await.unwrap();
+        let mut seen = Vec::new();
+        while let Ok(e) = events.try_recv() {
+            seen.push(e);
+        }
+        (id, seen)
+    }
+
+    #[tokio::test]
+    async fn an_unwatched_run_sends_no_steps_and_a_watched_one_sends_them_all() {
+        let cluster = cluster();
+        let (_, unwatched) = run_one(&cluster, false).await;
+        assert!(
+            unwatched
+                .iter()
+                .any(|e| matches!(e, ClusterEvent::TaskSucceeded { .. })),
+            "{unwatched:?}"
+        );
+        assert!(
+            !unwatched
+                .iter()
+                .any(|e| matches!(e, ClusterEvent::Agent { .. })),
+            "{unwatched:?}"
+        );
+
+        // A cluster that shut down stays down: a fresh one for the second run.
+        let cluster = super::tests::cluster();
+        let (id, watched) = run_one(&cluster, true).await;
+        assert!(
+            watched
+                .iter()
+                .any(|e| matches!(e, ClusterEvent::TaskSucceeded { .. })),
+            "{watched:?}"
+        );
+        let steps: Vec<&str> = watched
+            .iter()
+            .filter_map(|e| match e {
+                ClusterEvent::Agent { id: task, event } => {
+                    assert_eq!(task, &id);
+                    assert_eq!(&*event.run_id, id.0.as_str());
+                    Some(event.kind.name())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(steps.first(), Some(&"run_started"));
+        assert_eq!(steps.last(), Some(&"run_finished"), "drained after the run");
+        let text: String = watched
+            .iter()
+            .filter_map(|e| match e {
+                ClusterEvent::Agent { event, .. } => match &event.kind {
+                    EventKind::TextDelta { text } => Some(text.as_str()),
+                    _ => None,
+                },
+                _ => None,
+            })
+            .collect();
+        assert_eq!(text, "I have no tool for this. You asked: say something");
+        // The guard is gone: nothing is watched any more.
+        assert!(!cluster.inner.is_watched(&id));
+    }
 }

@@ -3,9 +3,13 @@
 //! A completion is a cluster task for the agent `model` names: the last message (a user
 //! message) is the task and the earlier ones go as `metadata.history`, so it is queued,
 //! balanced, retried and resumed like any task. The handler follows the task to its end.
-//! Streaming sends the role at once, the answer as one content chunk when the task
-//! succeeds (the cluster does not stream tokens), the finish chunk, an optional usage chunk
-//! (`stream_options.include_usage`) and `data: [DONE]`.
+//! Streaming sends the role at once, then the answer's text as the agent's model streams it
+//! (one content chunk per text delta of the run, when it runs on this worker with a
+//! streaming agent), then the finish chunk, an optional usage chunk
+//! (`stream_options.include_usage`) and `data: [DONE]`. What did not arrive as deltas (the
+//! task ran on another worker, the agent does not stream, or this client fell behind and
+//! skipped some) is sent as one chunk when the task ends, so the chunks always join up to
+//! the answer. Text a model writes in a turn that also calls tools is streamed too.
 
 use std::convert::Infallible;
 use std::future::ready;
@@ -15,8 +19,8 @@ use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
-use pocket_agent::{Message, Usage};
-use pocket_cluster::{NewTask, TaskRecord, TaskStatus};
+use pocket_agent::{EventKind, Message, Usage};
+use pocket_cluster::{ClusterEvent, NewTask, TaskRecord, TaskStatus, TaskWatch};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -156,27 +160,36 @@ pub(crate) async fn completions(
     let mut new = NewTask::new(request.model.clone(), task);
     new.metadata = json!({"history": history, "source": "chat.completions"});
     let events = state.cluster.subscribe();
+    // A stream wants the run's text deltas from its first step: every run's steps are
+    // forwarded until the task's id is known, then only this task's.
+    let watch_all = request.stream.then(|| state.cluster.watch_all());
     let id = state.cluster.submit(new).await?.id;
+    let watching = watch_all.map(|all| {
+        let one = state.cluster.watch_task(&id);
+        drop(all);
+        one
+    });
     tracing::debug!(%id, model = %request.model, stream = request.stream, "chat completion submitted");
     let chat_id = format!("chatcmpl-{id}");
     let created = unix_now();
     let model = request.model;
-    let end = watch::follow(
+    let updates = watch::follow(
         state.cluster.clone(),
         id,
         events,
         state.draining.subscribe(),
-    )
-    .filter_map(|u| {
-        ready(match u {
-            Ok(Update::End(record)) => Some(outcome(&record)),
-            Ok(Update::Event(_)) => None,
-            Err(e) => Some(Err(e)),
-        })
-    })
-    .take(1);
+    );
 
     if !request.stream {
+        let end = updates
+            .filter_map(|u| {
+                ready(match u {
+                    Ok(Update::End(record)) => Some(outcome(&record)),
+                    Ok(Update::Event(_) | Update::Lagged(_)) => None,
+                    Err(e) => Some(Err(e)),
+                })
+            })
+            .take(1);
         let mut end = std::pin::pin!(end);
         let (answer, usage) = end
             .next()
@@ -199,50 +212,23 @@ pub(crate) async fn completions(
         return Ok(axum::Json(body).into_response());
     }
 
-    let include_usage = request.stream_options.is_some_and(|o| o.include_usage);
-    let chunk = move |choices: Value, usage: Option<Value>| {
-        let mut c = json!({
-            "id": chat_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": choices,
-        });
-        if let Some(u) = usage {
-            c["usage"] = u;
-        }
-        Event::default().data(c.to_string())
+    let relay = Relay {
+        chunks: Chunks {
+            id: chat_id,
+            model,
+            created,
+        },
+        include_usage: request.stream_options.is_some_and(|o| o.include_usage),
+        sent: String::new(),
+        behind: false,
+        _watching: watching,
     };
-    let first = chunk(
-        json!([{"index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": null, "finish_reason": null}]),
-        None,
-    );
-    let rest = end.flat_map(move |result| {
-        let events = match result {
-            Ok((answer, usage)) => {
-                let mut events = vec![
-                    chunk(
-                        json!([{"index": 0, "delta": {"content": answer}, "logprobs": null, "finish_reason": null}]),
-                        None,
-                    ),
-                    chunk(
-                        json!([{"index": 0, "delta": {}, "logprobs": null, "finish_reason": "stop"}]),
-                        None,
-                    ),
-                ];
-                if include_usage {
-                    events.push(chunk(json!([]), Some(usage_json(&usage))));
-                }
-                events
-            }
-            Err(e) => vec![Event::default().data(
-                json!({"error": {"type": e.kind(), "message": e.to_string(), "param": null, "code": e.kind()}})
-                    .to_string(),
-            )],
-        };
-        stream::iter(events)
-    });
+    let first = relay
+        .chunks
+        .delta(json!({"role": "assistant", "content": ""}), None);
+    let rest = updates
+        .scan(relay, |relay, update| ready(Some(relay.step(update))))
+        .flat_map(stream::iter);
     let stream = stream::once(ready(first))
         .chain(rest)
         .chain(stream::once(ready(Event::default().data("[DONE]"))))
@@ -250,6 +236,98 @@ pub(crate) async fn completions(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response())
+}
+
+/// The fields every chunk of one completion shares.
+struct Chunks {
+    id: String,
+    model: String,
+    created: u64,
+}
+
+impl Chunks {
+    fn event(&self, choices: Value, usage: Option<Value>) -> Event {
+        let mut c = json!({
+            "id": self.id,
+            "object": "chat.completion.chunk",
+            "created": self.created,
+            "model": self.model,
+            "system_fingerprint": null,
+            "choices": choices,
+        });
+        if let Some(u) = usage {
+            c["usage"] = u;
+        }
+        Event::default().data(c.to_string())
+    }
+
+    fn delta(&self, delta: Value, finish: Option<&str>) -> Event {
+        self.event(
+            json!([{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]),
+            None,
+        )
+    }
+}
+
+/// Turns a followed task into chunks: its text deltas as they come, then what is missing
+/// of the answer, the finish chunk and the usage.
+struct Relay {
+    chunks: Chunks,
+    include_usage: bool,
+    /// The text sent so far.
+    sent: String,
+    /// Some deltas were missed: send no more, make it up at the end.
+    behind: bool,
+    /// Keeps the run's steps coming while the response streams.
+    _watching: Option<TaskWatch>,
+}
+
+impl Relay {
+    fn step(&mut self, update: Result<Update, ApiError>) -> Vec<Event> {
+        match update {
+            Ok(Update::Event(ClusterEvent::Agent { event, .. })) => match &event.kind {
+                EventKind::TextDelta { text } if !self.behind && !text.is_empty() => {
+                    self.sent.push_str(text);
+                    vec![self.chunks.delta(json!({"content": text}), None)]
+                }
+                _ => Vec::new(),
+            },
+            Ok(Update::Event(ClusterEvent::AgentStepsSkipped { .. }) | Update::Lagged(_)) => {
+                self.behind = true;
+                Vec::new()
+            }
+            Ok(Update::Event(_)) => Vec::new(),
+            Ok(Update::End(record)) => match outcome(&record) {
+                Ok((answer, usage)) => self.finish(&answer, &usage),
+                Err(e) => vec![error_chunk(&e)],
+            },
+            Err(e) => vec![error_chunk(&e)],
+        }
+    }
+
+    fn finish(&mut self, answer: &str, usage: &Usage) -> Vec<Event> {
+        let mut events = Vec::new();
+        match answer.strip_prefix(self.sent.as_str()) {
+            Some("") => {}
+            Some(rest) => events.push(self.chunks.delta(json!({"content": rest}), None)),
+            None => tracing::warn!(
+                "the streamed text is not a prefix of the answer (text of a turn that called \
+                 tools, or of a failed attempt); the answer's end is not sent"
+            ),
+        }
+        events.push(self.chunks.delta(json!({}), Some("stop")));
+        if self.include_usage {
+            events.push(self.chunks.event(json!([]), Some(usage_json(usage))));
+        }
+        events
+    }
+}
+
+fn error_chunk(e: &ApiError) -> Event {
+    Event::default().data(
+        json!({"error": {"type": e.kind(), "message": e.to_string(), "param": null, "code": e.kind()}})
+            .to_string(),
+    )
 }
 
 pub(crate) async fn models(State(state): State<Shared>) -> Result<axum::Json<Value>, OpenAiError> {

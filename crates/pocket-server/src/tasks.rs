@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
-use pocket_cluster::{NewTask, TaskId, TaskRecord};
+use pocket_cluster::{ClusterEvent, NewTask, TaskId, TaskRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -165,7 +165,9 @@ pub(crate) async fn cancel(
 }
 
 /// SSE: one event per cluster event about the task (`event:` its type, `data:` its JSON),
-/// then `end` with the task's final view.
+/// and one per step of its run on this worker (`event:` the step's type, `data:` the
+/// agent's event), then `end` with the task's final view. A client that falls behind
+/// skips events and gets `lagged` (`{"skipped": N}`) instead.
 pub(crate) async fn events(
     State(state): State<Shared>,
     Path(id): Path<String>,
@@ -173,14 +175,24 @@ pub(crate) async fn events(
     let id = TaskId(id);
     let events = state.cluster.subscribe();
     record(&state, &id).await?; // 404 before the stream starts
+    // The run's steps are forwarded while this stream lives.
+    let watching = state.cluster.watch_task(&id);
     let stream = watch::follow(
         state.cluster.clone(),
         id,
         events,
         state.draining.subscribe(),
     )
-    .map(|item| {
+    .map(move |item| {
+        let _watching = &watching;
         Ok(match item {
+            Ok(Update::Event(ClusterEvent::Agent { event, .. })) => Event::default()
+                .event(event.kind.name())
+                .json_data(&*event)
+                .unwrap_or_else(|_| Event::default().event("error")),
+            Ok(Update::Lagged(skipped)) => Event::default()
+                .event("lagged")
+                .data(json!({"skipped": skipped, "note": "this client fell behind; the skipped events are gone"}).to_string()),
             Ok(Update::Event(e)) => Event::default()
                 .event(watch::event_name(&e))
                 .json_data(&e)

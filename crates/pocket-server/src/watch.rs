@@ -1,5 +1,6 @@
-//! Following one task: its cluster events until it is terminal, with the store polled as a
-//! fallback (another worker may run it, or this subscriber may fall behind).
+//! Following one task: its cluster events (its run's steps too, while watched) until it is
+//! terminal, with the store polled as a fallback (another worker may run it, or this
+//! subscriber may fall behind: it then skips what it missed, and says so).
 
 use std::time::Duration;
 
@@ -19,6 +20,9 @@ const POLL: Duration = Duration::from_millis(250);
 pub(crate) enum Update {
     /// A cluster event about the task.
     Event(ClusterEvent),
+    /// This follower fell behind the cluster's channel, which dropped this many events (of
+    /// any task) for it; it goes on with the newest.
+    Lagged(u64),
     /// The task is terminal; the stream ends after this.
     End(Box<TaskRecord>),
 }
@@ -82,7 +86,10 @@ impl Follow {
                         self.check_now = ends(&event);
                         return Ok(Update::Event(event));
                     }
-                    Err(RecvError::Lagged(_)) => self.check_now = true,
+                    Err(RecvError::Lagged(n)) => {
+                        self.check_now = true;
+                        return Ok(Update::Lagged(n));
+                    }
                     Err(RecvError::Closed) => {
                         // No more events: the store alone tells.
                         self.poll.tick().await;
@@ -121,7 +128,9 @@ pub(crate) fn task_of(event: &ClusterEvent) -> Option<&TaskId> {
         | ClusterEvent::TaskFailed { id, .. }
         | ClusterEvent::TaskCancelled { id }
         | ClusterEvent::LeaseLost { id }
-        | ClusterEvent::TaskInterrupted { id } => Some(id),
+        | ClusterEvent::TaskInterrupted { id }
+        | ClusterEvent::Agent { id, .. }
+        | ClusterEvent::AgentStepsSkipped { id, .. } => Some(id),
         _ => None,
     }
 }
@@ -139,9 +148,12 @@ fn ends(event: &ClusterEvent) -> bool {
     )
 }
 
-/// The name of an event's `type` tag (the SSE `event:` field).
+/// The name of an event's `type` tag (the SSE `event:` field); a run's step is named by
+/// its own type (`model_call_started`, `text_delta`, `tool_call_finished`, ...).
 pub(crate) fn event_name(event: &ClusterEvent) -> &'static str {
     match event {
+        ClusterEvent::Agent { event, .. } => event.kind.name(),
+        ClusterEvent::AgentStepsSkipped { .. } => "agent_steps_skipped",
         ClusterEvent::TaskClaimed { .. } => "task_claimed",
         ClusterEvent::TaskStarted { .. } => "task_started",
         ClusterEvent::TaskSucceeded { .. } => "task_succeeded",
@@ -150,5 +162,59 @@ pub(crate) fn event_name(event: &ClusterEvent) -> &'static str {
         ClusterEvent::LeaseLost { .. } => "lease_lost",
         ClusterEvent::TaskInterrupted { .. } => "task_interrupted",
         _ => "cluster_event",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Arc;
+
+    use futures_util::StreamExt;
+    use pocket_agent::Agent;
+    use pocket_cluster::store::{MemoryStore, StoreOptions};
+    use pocket_cluster::{Cluster, NewTask, TaskStore};
+    use pocket_models::{SimConfig, SimModel};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_follower_that_falls_behind_skips_with_a_note_and_goes_on() {
+        let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
+        let cluster = Cluster::builder(store)
+            .agent("default")
+            .factory(|name| {
+                Ok(Agent::builder(SimModel::new(SimConfig::default()))
+                    .name(name)
+                    .build()?)
+            })
+            .build()
+            .unwrap();
+        let id = cluster
+            .submit(NewTask::new("default", "x"))
+            .await
+            .unwrap()
+            .id;
+        // A channel of 2 with 5 events queued: the follower lost the 3 oldest.
+        let (tx, rx) = broadcast::channel(2);
+        for _ in 0..5 {
+            tx.send(ClusterEvent::TaskCancelled { id: id.clone() })
+                .unwrap();
+        }
+        let (_draining, draining) = watch::channel(false);
+        let updates: Vec<_> = follow(cluster.clone(), id.clone(), rx, draining)
+            .take(3)
+            .collect()
+            .await;
+        assert!(matches!(updates[0], Ok(Update::Lagged(3))), "{updates:?}");
+        assert!(matches!(
+            updates[1],
+            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
+        ));
+        assert!(matches!(
+            updates[2],
+            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
+        ));
     }
 }

@@ -97,9 +97,9 @@ async fn streaming_completion_sends_chunks_then_done() {
         .map(|e| e.unwrap().data)
         .collect()
         .await;
-    assert_eq!(data.len(), 5, "{data:?}");
-    assert_eq!(data[4], "[DONE]");
-    let chunks: Vec<Value> = data[..4]
+    // Role, one content chunk per streamed word, finish, usage, [DONE].
+    assert_eq!(data.last().unwrap(), "[DONE]");
+    let chunks: Vec<Value> = data[..data.len() - 1]
         .iter()
         .map(|d| serde_json::from_str(d).unwrap())
         .collect();
@@ -110,16 +110,46 @@ async fn streaming_completion_sends_chunks_then_done() {
         assert_eq!(c["id"], id);
     }
     assert_eq!(chunks[0]["choices"][0]["delta"]["role"], "assistant");
-    assert_eq!(chunks[1]["choices"][0]["delta"]["content"], ANSWER);
-    assert!(chunks[1]["choices"][0]["finish_reason"].is_null());
-    assert_eq!(chunks[2]["choices"][0]["delta"], json!({}));
-    assert_eq!(chunks[2]["choices"][0]["finish_reason"], "stop");
-    assert_eq!(chunks[3]["choices"], json!([]));
-    let usage = &chunks[3]["usage"];
+    let n = chunks.len();
+    let content = &chunks[1..n - 2];
+    assert!(
+        content.len() > 1,
+        "the answer came in several chunks: {data:?}"
+    );
+    for c in content {
+        assert!(c["choices"][0]["finish_reason"].is_null());
+        assert!(
+            !c["choices"][0]["delta"]["content"]
+                .as_str()
+                .unwrap()
+                .is_empty()
+        );
+    }
+    let joined: String = content
+        .iter()
+        .map(|c| c["choices"][0]["delta"]["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(joined, ANSWER, "the chunks join up to the answer, in order");
+    assert_eq!(chunks[n - 2]["choices"][0]["delta"], json!({}));
+    assert_eq!(chunks[n - 2]["choices"][0]["finish_reason"], "stop");
+    assert_eq!(chunks[n - 1]["choices"], json!([]));
+    let usage = &chunks[n - 1]["usage"];
     assert_eq!(
         usage["total_tokens"].as_u64().unwrap(),
         usage["prompt_tokens"].as_u64().unwrap() + usage["completion_tokens"].as_u64().unwrap()
     );
+
+    // The same request without streaming answers the same text.
+    let body: Value = h
+        .post("/v1/chat/completions")
+        .json(&request(false))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], joined.as_str());
     h.stop().await;
 }
 

@@ -119,20 +119,124 @@ async fn events_stream_follows_the_task_to_its_end() {
         .collect()
         .await;
     let names: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+    let task_level: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with("task_") || *n == "end")
+        .collect();
     assert_eq!(
-        names,
+        task_level,
         ["task_claimed", "task_started", "task_succeeded", "end"]
     );
+    // The run's own steps, in order, between its start and its success.
+    let steps: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| !n.starts_with("task_") && *n != "end")
+        .collect();
+    let deltas = steps.iter().filter(|n| **n == "text_delta").count();
+    assert!(deltas > 1, "the answer streams word by word: {steps:?}");
+    let mut expected = vec!["run_started", "model_call_started"];
+    expected.extend(std::iter::repeat_n("text_delta", deltas));
+    expected.extend(["model_call_finished", "run_finished"]);
+    assert_eq!(steps, expected);
+    let started = names.iter().position(|n| *n == "task_started").unwrap();
+    let succeeded = names.iter().position(|n| *n == "task_succeeded").unwrap();
+    assert_eq!(succeeded - started - 1, steps.len());
+    let text: String = events
+        .iter()
+        .filter(|e| e.event == "text_delta")
+        .map(|e| {
+            let step: Value = serde_json::from_str(&e.data).unwrap();
+            assert_eq!(step["run_id"], id.as_str());
+            step["text"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(text, "I have no tool for this. You asked: stream me");
+
     let claimed: Value = serde_json::from_str(&events[0].data).unwrap();
     assert_eq!(claimed["type"], "task_claimed");
     assert_eq!(claimed["id"], id.as_str());
     assert_eq!(claimed["attempt"], 1);
-    let end: Value = serde_json::from_str(&events[3].data).unwrap();
+    let end: Value = serde_json::from_str(&events.last().unwrap().data).unwrap();
     assert_eq!(end["status"], "succeeded");
     assert_eq!(
         end["result"]["answer"],
         "I have no tool for this. You asked: stream me"
     );
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn events_show_the_approval_and_the_tool_call_of_a_run() {
+    let mut h = Harness::start(Options {
+        dangerous_tool: true,
+        ..Options::default()
+    })
+    .await;
+    let id = h.submit(json!({"task": "launch 'the rocket'"})).await;
+    let resp = h
+        .get(&format!("/v1/tasks/{id}/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    h.run_cluster();
+    let mut events = resp.bytes_stream().eventsource();
+    let mut names = Vec::new();
+    let mut requested = None;
+    while let Some(event) = events.next().await {
+        let event = event.unwrap();
+        names.push(event.event.clone());
+        if event.event == "approval_requested" {
+            requested = Some(serde_json::from_str::<Value>(&event.data).unwrap());
+            break;
+        }
+    }
+    let requested = requested.expect("the run asked for approval");
+    assert_eq!(requested["tool"], "launch");
+    assert_eq!(requested["risk"], "dangerous");
+    assert_eq!(requested["arguments"], json!({"target": "the rocket"}));
+    let call_id = requested["call_id"].as_str().unwrap();
+    let approval = pocket_cluster::store::approval_id(&pocket_cluster::TaskId(id.clone()), call_id);
+    let resp = h
+        .post(&format!("/v1/approvals/{approval}"))
+        .json(&json!({"decision": "approve"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let rest: Vec<_> = events.map(|e| e.unwrap()).collect().await;
+    names.extend(rest.iter().map(|e| e.event.clone()));
+    let after: Vec<&str> = names
+        .iter()
+        .map(String::as_str)
+        .skip_while(|n| *n != "approval_requested")
+        .filter(|n| *n != "text_delta")
+        .collect();
+    assert_eq!(
+        after,
+        [
+            "approval_requested",
+            "approval_decided",
+            "tool_call_started",
+            "tool_call_finished",
+            "model_call_started",
+            "model_call_finished",
+            "run_finished",
+            "task_succeeded",
+            "end"
+        ]
+    );
+    let decided: Value = serde_json::from_str(
+        &rest
+            .iter()
+            .find(|e| e.event == "approval_decided")
+            .unwrap()
+            .data,
+    )
+    .unwrap();
+    assert_eq!(decided["decision"], "approve");
     h.stop().await;
 }
 

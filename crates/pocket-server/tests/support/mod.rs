@@ -102,7 +102,10 @@ impl Harness {
         let dangerous = options.dangerous_tool;
         let agent_approver = approver.clone();
         let mut builder = Cluster::builder(store).config(config).factory(move |name| {
-            let mut agent = Agent::builder(SimModel::new(SimConfig::default())).name(name);
+            // Streaming: text deltas reach task events and chat streams.
+            let mut agent = Agent::builder(SimModel::new(SimConfig::default()))
+                .name(name)
+                .streaming(true);
             if dangerous {
                 agent = agent.tool(Launch).approver(agent_approver.clone());
             }
