@@ -172,7 +172,10 @@ async fn every_route_but_the_probes_and_sign_in_needs_a_key() {
             assert!(!text.contains(WRONG_KEY), "{method} {path} echoed the key");
             if open {
                 // Open by design: the probes answer; sign-in judges the key it is given.
-                assert!(status < 500 || path == "/readyz", "{method} {path}: {status}");
+                assert!(
+                    status < 500 || path == "/readyz",
+                    "{method} {path}: {status}"
+                );
                 continue;
             }
             assert_eq!(
@@ -190,7 +193,8 @@ async fn every_route_but_the_probes_and_sign_in_needs_a_key() {
     // A key in the query string or a Basic header is not a key.
     for req in [
         http.get(served.url(&format!("/v1/cluster?key={API_KEY}"))),
-        http.get(served.url("/v1/cluster")).basic_auth(API_KEY, None::<&str>),
+        http.get(served.url("/v1/cluster"))
+            .basic_auth(API_KEY, None::<&str>),
         http.get(served.url("/v1/cluster"))
             .header("authorization", format!("bearer{API_KEY}")),
     ] {
@@ -451,7 +455,10 @@ fn a_store_password_is_not_printed() {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(text.contains("127.0.0.1"), "the error names the store: {text}");
+    assert!(
+        text.contains("127.0.0.1"),
+        "the error names the store: {text}"
+    );
     assert_no_secret("pocket worker's output", &text);
 }
 
@@ -502,7 +509,10 @@ fn file_tools_refuse_traversal_and_symlinks_out_of_the_workspace() {
     let cfg = root.join("pocket.toml");
     std::fs::write(
         &cfg,
-        format!("[tools.files]\nworkspace = {:?}\n", ws.display().to_string()),
+        format!(
+            "[tools.files]\nworkspace = {:?}\n",
+            ws.display().to_string()
+        ),
     )
     .unwrap();
     let outside = root.join("outside.txt").display().to_string();
@@ -525,7 +535,10 @@ fn file_tools_refuse_traversal_and_symlinks_out_of_the_workspace() {
         }
         assert!(!run.to_string().contains("TOPSECRET"), "{task}: {run}");
     }
-    assert!(!root.join("planted.txt").exists(), "nothing written outside");
+    assert!(
+        !root.join("planted.txt").exists(),
+        "nothing written outside"
+    );
     assert_eq!(
         std::fs::read_to_string(root.join("outside.txt")).unwrap(),
         "TOPSECRET",
@@ -651,7 +664,10 @@ fn http_fetch_refuses_other_schemes_and_private_hosts() {
         ("http_fetch", json!({"url": "data:text/plain,hello"})),
         ("http_fetch", json!({"url": format!("{target}/big")})),
         ("http_fetch", json!({"url": "http://[::1]/"})),
-        ("http_fetch", json!({"url": "http://169.254.169.254/latest/meta-data/"})),
+        (
+            "http_fetch",
+            json!({"url": "http://169.254.169.254/latest/meta-data/"}),
+        ),
     ]);
     let dir = tempfile::tempdir().unwrap();
     let cfg = dir.path().join("pocket.toml");
@@ -659,7 +675,14 @@ fn http_fetch_refuses_other_schemes_and_private_hosts() {
     let out = pocket()
         .args(["run", "--config"])
         .arg(&cfg)
-        .args(["--model", "openai:fake", "--tool", "http_fetch", "--json", "fetch"])
+        .args([
+            "--model",
+            "openai:fake",
+            "--tool",
+            "http_fetch",
+            "--json",
+            "fetch",
+        ])
         .env("OPENAI_BASE_URL", &provider)
         .env("OPENAI_API_KEY", "unused")
         .env("POCKET_LOG", "error")
