@@ -206,6 +206,7 @@ async fn run_with(
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
+        stream: false,
     };
     let approver: Arc<dyn pocket_agent::Approver> = Arc::new(approve::TerminalApprover::default());
     let agent = wiring::build_protected(

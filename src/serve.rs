@@ -50,6 +50,8 @@ async fn serve(args: ServeArgs, config: &Config, services: &Services) -> Result<
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
+        // Text deltas reach task events and streamed chat completions.
+        stream: true,
     };
     let settings = &config.server;
     // Before the store is opened: a missing key is the most common start-up mistake.

@@ -21,6 +21,9 @@ pub(crate) struct Overrides {
     pub(crate) model: Option<String>,
     /// `--tool NAME`...
     pub(crate) tools: Vec<String>,
+    /// Calls the model in streaming mode, so a run's text deltas reach its watchers (`pocket
+    /// serve`: task events and streamed chat completions).
+    pub(crate) stream: bool,
 }
 
 /// Builds the agent `name` from the config (or the defaults when the config has no such
@@ -114,7 +117,8 @@ pub(crate) async fn build_agent(
         .max_iterations(agent.max_iterations)
         .tool_timeout(Duration::from_secs(agent.tool_timeout_secs))
         .approval_policy(agent.approval.policy())
-        .interrupted_calls(agent.interrupted_calls);
+        .interrupted_calls(agent.interrupted_calls)
+        .streaming(overrides.stream);
     if let Some(prompt) = &agent.system_prompt {
         builder = builder.system_prompt(prompt);
     }

@@ -95,6 +95,7 @@ async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<
     let overrides = Overrides {
         model: args.agent.model,
         tools: args.agent.tools,
+        stream: false,
     };
     // No approver: nobody is at a terminal; dangerous calls are denied by the fail-safe.
     let (cluster, names, url) =

@@ -75,7 +75,22 @@ impl Follow {
             if std::mem::take(&mut self.check_now)
                 && let Some(record) = self.terminal().await?
             {
-                return Ok(Update::End(Box::new(record)));
+                // What was sent before the end and not read yet goes first (a run that
+                // finished before this follower read a thing still shows its steps).
+                loop {
+                    match self.events.try_recv() {
+                        Ok(event) if task_of(&event) == Some(&self.id) => {
+                            self.check_now = true;
+                            return Ok(Update::Event(event));
+                        }
+                        Ok(_) => {}
+                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
+                            self.check_now = true;
+                            return Ok(Update::Lagged(n));
+                        }
+                        Err(_) => return Ok(Update::End(Box::new(record))),
+                    }
+                }
             }
             tokio::select! {
                 event = self.events.recv() => match event {
@@ -216,5 +231,51 @@ mod tests {
             updates[2],
             Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
         ));
+    }
+
+    #[tokio::test]
+    async fn a_task_that_ended_before_it_was_read_still_shows_what_it_sent() {
+        let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
+        let cluster = Cluster::builder(store)
+            .agent("default")
+            .factory(|name| {
+                Ok(Agent::builder(SimModel::new(SimConfig::default()))
+                    .name(name)
+                    .build()?)
+            })
+            .build()
+            .unwrap();
+        let id = cluster
+            .submit(NewTask::new("default", "x"))
+            .await
+            .unwrap()
+            .id;
+        let other = cluster
+            .submit(NewTask::new("default", "y"))
+            .await
+            .unwrap()
+            .id;
+        let (tx, rx) = broadcast::channel(8);
+        tx.send(ClusterEvent::TaskInterrupted { id: id.clone() })
+            .unwrap();
+        tx.send(ClusterEvent::TaskInterrupted { id: other })
+            .unwrap();
+        tx.send(ClusterEvent::TaskCancelled { id: id.clone() })
+            .unwrap();
+        assert!(cluster.cancel(&id).await.unwrap());
+        let (_draining, draining) = watch::channel(false);
+        let updates: Vec<_> = follow(cluster.clone(), id.clone(), rx, draining)
+            .collect()
+            .await;
+        assert_eq!(updates.len(), 3, "{updates:?}");
+        assert!(matches!(
+            updates[0],
+            Ok(Update::Event(ClusterEvent::TaskInterrupted { .. }))
+        ));
+        assert!(matches!(
+            updates[1],
+            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
+        ));
+        assert!(matches!(&updates[2], Ok(Update::End(r)) if r.id == id));
     }
 }

@@ -76,7 +76,8 @@ async fn completion_runs_the_agent_and_answers_in_openai_shape() {
     h.stop().await;
 }
 
-#[tokio::test]
+// Several threads: the run may finish before the handler reads a thing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streaming_completion_sends_chunks_then_done() {
     let mut h = Harness::start(Options::default()).await;
     h.run_cluster();
