@@ -9,12 +9,12 @@
 //! | `POST /v1/tasks` | `{task, agent?, priority?, capabilities?, idempotency_key?}` → 202 `{id}` |
 //! | `GET /v1/tasks/{id}` | the task ([`TaskView`]; timestamps RFC 3339, UTC) |
 //! | `DELETE /v1/tasks/{id}` | cancels (404 unknown, 409 finished) |
-//! | `GET /v1/tasks/{id}/events` | SSE of the task's [`ClusterEvent`](pocket_cluster::ClusterEvent)s, ending with `end` |
+//! | `GET /v1/tasks/{id}/events` | SSE of the task's [`ClusterEvent`](pocket_cluster::ClusterEvent)s and its run's steps (named by their type), ending with `end` |
 //! | `GET /healthz`, `GET /readyz` | liveness; readiness (store answers, an instance is up) |
 //! | `GET /metrics` | Prometheus text |
 //! | `GET /v1/health`, `GET /v1/cluster` | health report; system report |
 //! | `POST /v1/chat/completions`, `GET /v1/models` | OpenAI-compatible; `model` names an agent |
-//! | `GET /v1/approvals`, `POST /v1/approvals/{id}` | pending approvals ([`HttpApprover`]); `{decision: "approve"\|"deny", reason?}` |
+//! | `GET /v1/approvals`, `POST /v1/approvals/{id}` | pending approvals ([`HttpApprover`], kept in the task store); `{decision: "approve"\|"deny"\|"edit", reason?, arguments?}` (409 once answered) |
 //! | `GET /v1/monitor[?history=MINUTES]` | what the dashboard shows: cluster report, queue by priority, monitor health, breakers, recent alerts and log errors, minute history, live series, pending approvals |
 //! | `GET /` | the dashboard when signed in (session cookie or bearer key); else 401 and a sign-in page |
 //! | `POST /v1/session`, `POST /v1/session/logout` | sign in with a key (form field `key` or JSON `{key}`): sets an `HttpOnly`, `SameSite=Strict` session cookie; sign out |
