@@ -7,7 +7,7 @@
 //! once) or still pending (it waits again). An answer recorded by another process sharing
 //! the store is seen within a second.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
@@ -53,8 +53,9 @@ struct Inner {
     cluster: OnceLock<Cluster>,
     /// Requests this process waits on, by id.
     waiting: Mutex<HashMap<String, Waiter>>,
-    /// Requests whose agent stopped waiting while its run went on.
-    abandoned: Mutex<HashSet<String>>,
+    /// Requests whose agent stopped waiting while its run went on (at most
+    /// [`KEEP_ABANDONED`]; the oldest are forgotten first).
+    abandoned: Mutex<Abandoned>,
     next: AtomicU64,
 }
 
@@ -125,7 +126,7 @@ impl HttpApprover {
                 memory: MemoryStore::new(StoreOptions::new()),
                 cluster: OnceLock::new(),
                 waiting: Mutex::new(HashMap::new()),
-                abandoned: Mutex::new(HashSet::new()),
+                abandoned: Mutex::new(Abandoned::default()),
                 next: AtomicU64::new(0),
             }),
         }
@@ -316,6 +317,40 @@ impl Drop for Registered<'_> {
             .is_some_and(|c| c.is_stopping(&self.task));
         if !self.answered && !stopping && !std::thread::panicking() {
             lock(&inner.abandoned).insert(self.id.clone());
+        }
+    }
+}
+
+/// Abandoned requests remembered by one approver; beyond this the oldest are forgotten (they
+/// show as pending again until their task finishes).
+const KEEP_ABANDONED: usize = 10_000;
+
+/// A bounded set of abandoned request ids, oldest first.
+#[derive(Default)]
+struct Abandoned {
+    ids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Abandoned {
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains(id)
+    }
+
+    fn insert(&mut self, id: String) {
+        if self.ids.insert(id.clone()) {
+            self.order.push_back(id);
+        }
+        while self.order.len() > KEEP_ABANDONED {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+    }
+
+    fn remove(&mut self, id: &str) {
+        if self.ids.remove(id) {
+            self.order.retain(|o| o != id);
         }
     }
 }
