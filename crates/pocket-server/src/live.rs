@@ -205,11 +205,12 @@ pub(crate) async fn snapshot(
         .hub
         .as_ref()
         .and_then(|h| serde_json::to_value(h.health_report()).ok());
-    let approvals = state
-        .approver
-        .as_ref()
-        .map(crate::HttpApprover::pending)
-        .unwrap_or_default();
+    // The store's list: requests of runs waiting in other processes, or between a restart
+    // and their resumption, show too.
+    let approvals = match &state.approver {
+        Some(approver) => approver.list().await?,
+        None => Vec::new(),
+    };
     Ok(axum::Json(json!({
         "at": unix_secs(SystemTime::now()),
         "cluster": report,
