@@ -1,6 +1,7 @@
-//! Task store throughput: a task's whole life in the store (enqueue, claim, one checkpoint,
-//! complete), one claim per task and in batches of 32, on the memory store and on SQLite (a
-//! WAL file in a temporary directory).
+//! Task store throughput: a task's whole life in the store (enqueue, claim, a checkpoint
+//! after each step, complete), one claim per task, in batches of 32, and among 16 or 64
+//! concurrent workers, on the memory store, on SQLite (a WAL file in a temporary directory)
+//! and, with `POCKET_BENCH_POSTGRES_URL` set, on PostgreSQL.
 //!
 //! `cargo bench -p pocket-cluster --bench store`
 
@@ -79,14 +80,16 @@ async fn lifecycle(store: &dyn TaskStore, step: &Step, n: usize, batch: usize) {
     black_box(ids);
 }
 
-/// One task's life among `CONCURRENT` workers doing the same: enqueue, claim one,
-/// checkpoint, complete.
-async fn one_of_many(store: &dyn TaskStore, step: &Step, worker: &str) {
+/// One task's life among concurrent workers doing the same: enqueue, claim one, a checkpoint
+/// after each of `steps` steps, complete.
+async fn one_of_many(store: &dyn TaskStore, step: &Step, worker: &str, steps: usize) {
     store.enqueue(NewTask::new("bench", "t")).await.unwrap();
     loop {
         if let Some(task) = store.claim(worker, &[], &[], 1, LEASE).await.unwrap().pop() {
             let id = &task.record.id;
-            store.checkpoint(id, worker, step.as_ref()).await.unwrap();
+            for _ in 0..steps {
+                store.checkpoint(id, worker, step.as_ref()).await.unwrap();
+            }
             store
                 .complete(id, worker, json!({"answer": "ok"}))
                 .await
@@ -96,8 +99,6 @@ async fn one_of_many(store: &dyn TaskStore, step: &Step, worker: &str) {
         tokio::task::yield_now().await;
     }
 }
-
-const CONCURRENT: usize = 16;
 
 /// Runs `f` as a task on the runtime (as the cluster's workers do), not on the bench thread.
 fn on_runtime<F, Fut>(rt: &tokio::runtime::Runtime, f: F) -> Duration
@@ -147,25 +148,30 @@ fn bench_store(
         });
     });
 
-    group.throughput(Throughput::Elements(CONCURRENT as u64));
-    group.bench_function("tasks_16_workers", |b| {
-        let workers: Arc<Vec<String>> =
-            Arc::new((0..CONCURRENT).map(|i| format!("w{i}")).collect());
-        b.iter_custom(|iters| {
-            let (store, step, workers) =
-                (Arc::clone(&store), Arc::clone(&step), Arc::clone(&workers));
-            on_runtime(rt, move || async move {
-                let start = Instant::now();
-                for _ in 0..iters {
-                    futures_util::future::join_all(
-                        workers.iter().map(|w| one_of_many(&*store, &step, w)),
-                    )
-                    .await;
-                }
-                start.elapsed()
-            })
+    for (concurrent, steps) in [(16, 1), (64, 3)] {
+        group.throughput(Throughput::Elements(concurrent as u64));
+        let name = format!("tasks_{concurrent}_workers_{steps}_steps");
+        group.bench_function(name, |b| {
+            let workers: Arc<Vec<String>> =
+                Arc::new((0..concurrent).map(|i| format!("w{i}")).collect());
+            b.iter_custom(|iters| {
+                let (store, step, workers) =
+                    (Arc::clone(&store), Arc::clone(&step), Arc::clone(&workers));
+                on_runtime(rt, move || async move {
+                    let start = Instant::now();
+                    for _ in 0..iters {
+                        futures_util::future::join_all(
+                            workers
+                                .iter()
+                                .map(|w| one_of_many(&*store, &step, w, steps)),
+                        )
+                        .await;
+                    }
+                    start.elapsed()
+                })
+            });
         });
-    });
+    }
 
     group.throughput(Throughput::Elements(1));
     group.bench_function("enqueue", |b| {
@@ -207,6 +213,18 @@ fn benches(c: &mut Criterion) {
         .unwrap(),
     );
     bench_store(c, "store_sqlite_wal", sqlite, &rt);
+
+    #[cfg(feature = "postgres")]
+    if let Ok(url) = std::env::var("POCKET_BENCH_POSTGRES_URL") {
+        let postgres: Arc<dyn TaskStore> = Arc::new(
+            rt.block_on(pocket_cluster::store::PostgresStore::connect(
+                &url,
+                StoreOptions::new(),
+            ))
+            .unwrap(),
+        );
+        bench_store(c, "store_postgres", postgres, &rt);
+    }
 }
 
 criterion_group!(store, benches);
