@@ -55,7 +55,7 @@ pub(crate) async fn build_cluster(
     let url = store.unwrap_or_else(|| config.store.url.clone());
     let store = pocket_cluster::open(&url, config.cluster.store_options())
         .await
-        .map_err(|e| Failure::Usage(format!("--store {url}: {e}")))?;
+        .map_err(|e| Failure::Usage(format!("--store {}: {e}", redact(&url))))?;
     let mut names: Vec<String> = config.agents.keys().cloned().collect();
     if names.is_empty() {
         names.push("default".into());
@@ -97,9 +97,14 @@ async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<
         tools: args.agent.tools,
         stream: false,
     };
-    // No approver: nobody is at a terminal; dangerous calls are denied by the fail-safe.
+    // Nobody is at a terminal: approval requests go to the shared store, where any
+    // `pocket serve` on the same store lists them and records the answer, which this worker
+    // reads back (or the request times out into the fail-safe denial).
+    let approver = pocket_server::HttpApprover::new();
+    let shared: Arc<dyn Approver> = Arc::new(approver.clone());
     let (cluster, names, url) =
-        build_cluster(config, args.store, &overrides, None, services).await?;
+        build_cluster(config, args.store, &overrides, Some(shared), services).await?;
+    approver.attach(cluster.clone());
     eprintln!(
         "pocket worker {} serving {} on {}",
         cluster.worker_id(),

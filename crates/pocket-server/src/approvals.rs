@@ -194,7 +194,10 @@ impl HttpApprover {
         }
     }
 
-    pub(crate) fn attach(&self, cluster: Cluster) {
+    /// Binds the approver to a cluster's task store. The server does this itself; a
+    /// `pocket worker` without a server attaches its own approver, so its runs' requests are
+    /// recorded in the shared store and answered through any server on that store.
+    pub fn attach(&self, cluster: Cluster) {
         // A second server over the same approver keeps the first cluster.
         let _ = self.inner.cluster.set(cluster);
     }
