@@ -585,6 +585,7 @@ struct Batch {
 }
 
 /// Submits the tasks, answers approvals, follows the counts, and reads every task back.
+#[allow(clippy::print_stdout)]
 async fn drive(
     args: &DemoArgs,
     client: &Client,
@@ -663,12 +664,16 @@ async fn drive(
 
     let follow = async {
         let mut last = (0, Instant::now());
+        let mut printed = Instant::now();
         loop {
+            if batch_done.is_cancelled() {
+                // The approvals or the submissions failed; their error is the report.
+                return Ok::<(), Failure>(());
+            }
             let report = client.get("/v1/cluster").await?;
             let q = |s: &str| report["queue"][s].as_u64().unwrap_or(0);
             let finished = q("succeeded") + q("failed") + q("cancelled");
-            bar.set_position(finished);
-            bar.set_message(format!(
+            let counts = format!(
                 "queued {}  running {}  waiting approval {}  done {}  failed {}  instances {}",
                 q("queued"),
                 q("running"),
@@ -676,7 +681,14 @@ async fn drive(
                 q("succeeded"),
                 q("failed") + q("cancelled"),
                 report["overview"]["total_instances"].as_u64().unwrap_or(0),
-            ));
+            );
+            bar.set_position(finished);
+            // Without a terminal the bar is hidden: a line a second instead.
+            if bar.is_hidden() && printed.elapsed() >= Duration::from_secs(1) {
+                printed = Instant::now();
+                println!("  {:>5.1}s  {counts}", started.elapsed().as_secs_f64());
+            }
+            bar.set_message(counts);
             if submitted.is_cancelled() && finished >= args.tasks as u64 {
                 batch_done.cancel();
                 return Ok::<(), Failure>(());
@@ -703,7 +715,11 @@ async fn drive(
             }
             ids
         },
-        answer_approvals,
+        async {
+            let answered = answer_approvals.await;
+            batch_done.cancel();
+            answered
+        },
         follow
     );
     let ids = ids?;
