@@ -121,6 +121,10 @@ pub(crate) struct ServerConfig {
     /// The agent of a task or chat request that names none. Default: `default`, or the first
     /// agent of `[agents]` when there is no `default`.
     pub(crate) default_agent: Option<String>,
+    /// How long a dashboard sign-in lasts, in seconds. Default: 43200 (12 hours).
+    pub(crate) session_ttl_secs: f64,
+    /// Interval of the dashboard's live series, in seconds. Default: 5.
+    pub(crate) live_interval_secs: f64,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +137,8 @@ impl Default for ServerConfig {
             cors_origins: Vec::new(),
             shutdown_grace_secs: 30.0,
             default_agent: None,
+            session_ttl_secs: pocket_server::DEFAULT_SESSION_TTL.as_secs_f64(),
+            live_interval_secs: pocket_server::DEFAULT_LIVE_INTERVAL.as_secs_f64(),
         }
     }
 }
@@ -148,6 +154,16 @@ impl ServerConfig {
         Duration::try_from_secs_f64(self.shutdown_grace_secs).unwrap_or(Duration::MAX)
     }
 
+    /// How long a dashboard session lasts.
+    pub(crate) fn session_ttl(&self) -> Duration {
+        Duration::try_from_secs_f64(self.session_ttl_secs).unwrap_or(Duration::MAX)
+    }
+
+    /// The dashboard's live-series interval.
+    pub(crate) fn live_interval(&self) -> Duration {
+        Duration::try_from_secs_f64(self.live_interval_secs).unwrap_or(Duration::MAX)
+    }
+
     /// Checks the values the types cannot; the error is `(key, message)`.
     pub(crate) fn validate(&self) -> Result<(), (&'static str, String)> {
         if self.api_keys_env.trim().is_empty() {
@@ -156,16 +172,19 @@ impl ServerConfig {
         if self.body_limit_bytes == 0 {
             return Err(("body_limit_bytes", "must be at least 1".into()));
         }
-        match Duration::try_from_secs_f64(self.request_timeout_secs) {
-            Ok(d) if !d.is_zero() => {}
-            _ => {
-                return Err((
-                    "request_timeout_secs",
-                    format!(
-                        "`{}` is not a positive number of seconds",
-                        self.request_timeout_secs
-                    ),
-                ));
+        for (key, value) in [
+            ("request_timeout_secs", self.request_timeout_secs),
+            ("session_ttl_secs", self.session_ttl_secs),
+            ("live_interval_secs", self.live_interval_secs),
+        ] {
+            match Duration::try_from_secs_f64(value) {
+                Ok(d) if !d.is_zero() => {}
+                _ => {
+                    return Err((
+                        key,
+                        format!("`{value}` is not a positive number of seconds"),
+                    ));
+                }
             }
         }
         if Duration::try_from_secs_f64(self.shutdown_grace_secs).is_err() {
@@ -478,6 +497,10 @@ mod tests {
         assert_eq!(
             bad("[server]\nrequest_timeout_secs = 0\n").0,
             "request_timeout_secs"
+        );
+        assert_eq!(
+            bad("[server]\nlive_interval_secs = -1\n").0,
+            "live_interval_secs"
         );
         let (key, message) = bad("[server]\ncors_origins = [\"ops.example.com/\"]\n");
         assert_eq!(key, "cors_origins");

@@ -120,7 +120,8 @@ impl SettingError {
 }
 
 /// The HTTP API over `cluster` with the `[server]` settings: monitor, resilience report,
-/// approvals, keys (comma-separated), body and time limits, CORS, default agent.
+/// approvals, keys (comma-separated), body and time limits, CORS, dashboard sessions and
+/// live series, default agent.
 pub(crate) fn build_server(
     cluster: Cluster,
     services: &Services,
@@ -151,6 +152,8 @@ pub(crate) fn build_server(
         .body_limit(settings.body_limit_bytes)
         .request_timeout(settings.request_timeout())
         .cors_origins(settings.cors_origins.iter().cloned())
+        .session_ttl(settings.session_ttl())
+        .live_interval(settings.live_interval())
         .default_agent(default_agent)
         .build()
         .map_err(|e| SettingError {
@@ -159,6 +162,9 @@ pub(crate) fn build_server(
                 pocket_server::BuildError::ZeroBodyLimit => "server.body_limit_bytes",
                 pocket_server::BuildError::ZeroTimeout => "server.request_timeout_secs",
                 pocket_server::BuildError::InvalidOrigin(_) => "server.cors_origins",
+                pocket_server::BuildError::ZeroDashboardDuration => {
+                    "server.session_ttl_secs or server.live_interval_secs"
+                }
                 _ => "server",
             },
             message: e.to_string(),
