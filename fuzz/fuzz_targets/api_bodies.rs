@@ -36,14 +36,19 @@ fn harness() -> &'static Harness {
             .build()
             .unwrap();
         let router = rt.block_on(async {
-            let config = ClusterConfig { poll_interval_ms: 5, ..ClusterConfig::default() };
+            let config = ClusterConfig {
+                poll_interval_ms: 5,
+                ..ClusterConfig::default()
+            };
             let store = pocket_cluster::open("memory:", config.store_options().max_queued(10_000))
                 .await
                 .unwrap();
             let cluster = Cluster::builder(store)
                 .config(config)
                 .factory(|name| {
-                    Ok(Agent::builder(SimModel::new(SimConfig::default())).name(name).build()?)
+                    Ok(Agent::builder(SimModel::new(SimConfig::default()))
+                        .name(name)
+                        .build()?)
                 })
                 .agent("default")
                 .build()
@@ -63,7 +68,9 @@ fn harness() -> &'static Harness {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, body)) = data.split_first() else { return };
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
     let (method, path) = match mode % 4 {
         0 => ("POST", "/v1/tasks"),
         1 => ("POST", "/v1/chat/completions"),
@@ -87,7 +94,9 @@ fuzz_target!(|data: &[u8]| {
     h.rt.block_on(async {
         let resp = h.router.clone().oneshot(req).await.unwrap();
         let status = resp.status();
-        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), 64 << 20)
+            .await
+            .unwrap();
         assert_ne!(
             status,
             StatusCode::INTERNAL_SERVER_ERROR,

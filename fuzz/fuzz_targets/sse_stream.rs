@@ -37,14 +37,18 @@ fn harness() -> &'static Harness {
         let shared = Arc::clone(&reply);
         rt.spawn(async move {
             loop {
-                let Ok((mut sock, _)) = listener.accept().await else { continue };
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    continue;
+                };
                 let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
                     // Read the request head and its body (Content-Length), then answer and close.
                     let mut buf = Vec::new();
                     let mut chunk = [0u8; 4096];
                     loop {
-                        let Ok(n) = sock.read(&mut chunk).await else { return };
+                        let Ok(n) = sock.read(&mut chunk).await else {
+                            return;
+                        };
                         if n == 0 {
                             return;
                         }
@@ -62,7 +66,11 @@ fn harness() -> &'static Harness {
                         }
                     }
                     let (sse, body) = shared.lock().unwrap().clone();
-                    let ctype = if sse { "text/event-stream" } else { "application/json" };
+                    let ctype = if sse {
+                        "text/event-stream"
+                    } else {
+                        "application/json"
+                    };
                     let head = format!(
                         "HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\nconnection: close\r\n\r\n"
                     );
@@ -84,7 +92,12 @@ fn harness() -> &'static Harness {
         config.base_url = base;
         config.timeout = timeout;
         let anthropic = AnthropicModel::new(config).unwrap();
-        Harness { rt, reply, openai, anthropic }
+        Harness {
+            rt,
+            reply,
+            openai,
+            anthropic,
+        }
     })
 }
 
@@ -105,7 +118,9 @@ async fn drain<M: Model>(model: &M, stream: bool) {
         let _ = model.complete(&request).await;
         return;
     }
-    let Ok(mut events) = model.stream(&request).await else { return };
+    let Ok(mut events) = model.stream(&request).await else {
+        return;
+    };
     let mut done = false;
     while let Some(event) = events.next().await {
         match event {
@@ -120,7 +135,9 @@ async fn drain<M: Model>(model: &M, stream: bool) {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, body)) = data.split_first() else { return };
+    let Some((&mode, body)) = data.split_first() else {
+        return;
+    };
     let h = harness();
     let stream = mode & 2 != 0;
     *h.reply.lock().unwrap() = (stream, body.to_vec());

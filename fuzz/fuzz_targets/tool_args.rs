@@ -31,7 +31,11 @@ impl DynTool for Checked {
         &self.spec
     }
 
-    fn call<'a>(&'a self, args: Value, _: &'a ToolContext) -> BoxFuture<'a, Result<Value, ToolError>> {
+    fn call<'a>(
+        &'a self,
+        args: Value,
+        _: &'a ToolContext,
+    ) -> BoxFuture<'a, Result<Value, ToolError>> {
         if !self.validator.is_valid(&args) {
             INVALID_REACHED_TOOL.store(true, Ordering::SeqCst);
         }
@@ -79,22 +83,43 @@ fn provider_arguments(raw: &str) -> Value {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&mode, rest)) = data.split_first() else { return };
-    let Ok(text) = std::str::from_utf8(rest) else { return };
+    let Some((&mode, rest)) = data.split_first() else {
+        return;
+    };
+    let Ok(text) = std::str::from_utf8(rest) else {
+        return;
+    };
     let (schema, raw) = if mode & 1 == 0 {
         (fixed_schema(), text)
     } else {
-        let Some((schema, raw)) = text.split_once('\0') else { return };
-        let Ok(schema) = serde_json::from_str::<Value>(schema) else { return };
+        let Some((schema, raw)) = text.split_once('\0') else {
+            return;
+        };
+        let Ok(schema) = serde_json::from_str::<Value>(schema) else {
+            return;
+        };
         (schema, raw)
     };
     // The tool's own validator; a schema it refuses is refused by the agent too.
-    let Ok(validator) = jsonschema::validator_for(&schema) else { return };
-    let tool = Checked { spec: ToolSpec::new("probe", "Probes.", schema), validator };
-    let call = ToolCall { id: "c1".into(), name: "probe".into(), arguments: provider_arguments(raw) };
+    let Ok(validator) = jsonschema::validator_for(&schema) else {
+        return;
+    };
+    let tool = Checked {
+        spec: ToolSpec::new("probe", "Probes.", schema),
+        validator,
+    };
+    let call = ToolCall {
+        id: "c1".into(),
+        name: "probe".into(),
+        arguments: provider_arguments(raw),
+    };
     let model = ScriptedModel::new([Ok(Completion::tool_calls(vec![call]))])
         .then_always(|| Ok(Completion::text("done")));
-    let Ok(agent) = Agent::builder(model).dyn_tool(Arc::new(tool)).max_iterations(3).build() else {
+    let Ok(agent) = Agent::builder(model)
+        .dyn_tool(Arc::new(tool))
+        .max_iterations(3)
+        .build()
+    else {
         return;
     };
     INVALID_REACHED_TOOL.store(false, Ordering::SeqCst);
