@@ -22,10 +22,12 @@ TARGET=${CARGO_TARGET_DIR:-target}
 VENV=target/bench-venv
 OUT=target/bench-peers.jsonl
 
-echo "== building pocket-bench (release)" >&2
-cargo build --release -q -p pocket-bench
-echo "== building the rig bench (release, bench/rig/target)" >&2
-CARGO_TARGET_DIR=bench/rig/target cargo build --release -q --locked --manifest-path bench/rig/Cargo.toml
+if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1: use the binaries already built
+  echo "== building pocket-bench (release)" >&2
+  cargo build --release -q -p pocket-bench
+  echo "== building the rig bench (release, bench/rig/target)" >&2
+  CARGO_TARGET_DIR=bench/rig/target cargo build --release -q --locked --manifest-path bench/rig/Cargo.toml
+fi
 echo "== Python peers in $VENV" >&2
 [ -x "$VENV/bin/python" ] || python3 -m venv "$VENV"
 "$VENV/bin/pip" install -q --disable-pip-version-check -r bench/python/requirements.txt

@@ -19,14 +19,17 @@ DURATION=${DURATION:-10}     # measured seconds per run
 WARMUP=${WARMUP:-2}          # unmeasured seconds first
 LATENCY_MS=${LATENCY_MS:-0}  # the stub's fixed latency
 STORE=${STORE:-memory:}      # pocket serve's task store
+PROFILE=${PROFILE:-}         # set: `perf record` pocket serve during its run at the last rate
 STUB_PORT=${STUB_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
 TARGET=${CARGO_TARGET_DIR:-target}
 WORK=target/bench-service
 OUT=target/bench-service.jsonl
 
-echo "== building pocket and pocket-bench (release)" >&2
-cargo build --release -q -p pocket -p pocket-bench
+if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1: use the binaries already built
+  echo "== building pocket and pocket-bench (release)" >&2
+  cargo build --release -q -p pocket -p pocket-bench
+fi
 mkdir -p "$WORK"
 cat > "$WORK/pocket.toml" <<TOML
 [models.stub]
@@ -63,8 +66,10 @@ wait_port "$STUB_PORT"
 
 export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key
 export POCKET_API_KEYS=bench-key
-(cd "$WORK" && exec "../release/pocket" serve --config pocket.toml --listen "127.0.0.1:$SERVE_PORT" 2> serve.log) &
-PIDS+=($!)
+BIN=$(cd "$TARGET/release" && pwd)
+(cd "$WORK" && exec "$BIN/pocket" serve --config pocket.toml --listen "127.0.0.1:$SERVE_PORT" 2> serve.log) &
+SERVE_PID=$!
+PIDS+=($SERVE_PID)
 wait_port "$SERVE_PORT"
 
 : > "$OUT"
@@ -76,9 +81,20 @@ for R in $RATES; do
       url="http://127.0.0.1:$SERVE_PORT/v1/chat/completions"; model=default; key=(--key-env POCKET_API_KEYS)
     fi
     echo "== $target at $R/s" >&2
+    PERF=
+    if [ -n "$PROFILE" ] && [ "$target" = serve ] && [ "$R" = "${RATES##* }" ]; then
+      perf record -q -F 999 -g -o "$WORK/perf.data" -p "$SERVE_PID" -- sleep "$((WARMUP + DURATION))" 2>/dev/null &
+      PERF=$!
+    fi
     "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
       | tee -a "$OUT" >&2
+    if [ -n "$PERF" ]; then
+      wait "$PERF" || true
+      perf report -i "$WORK/perf.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
+        | grep -v '^#' | grep -v '^$' | head -50 > "$WORK/perf.txt" || true
+      echo "== profile of pocket serve at $R/s: $WORK/perf.txt" >&2
+    fi
   done
 done
 

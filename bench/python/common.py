@@ -15,6 +15,9 @@ import openai
 
 TASK = "What is 17 + 25? Use the add tool."
 EXPECTED = "42"
+# Generous, so a saturated event loop shows as latency rather than as timed-out tasks (the
+# SDK's default connect timeout of 5 s failed most C=1,024 tasks on a loaded machine).
+TIMEOUT_S = 300.0
 
 
 def parse_args():

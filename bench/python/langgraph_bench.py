@@ -26,6 +26,7 @@ async def main():
         base_url=args.base_url,
         api_key="bench-key",
         max_retries=0,
+        timeout=common.TIMEOUT_S,
         http_async_client=common.http_client(args.concurrency),
     )
     graph = create_react_agent(llm, [add])

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 use rig_agent::AgentBuilder;
 use rig_agent::tool::{Tool, ToolContext};
 use rig_core::providers::openai::OpenAIConfig;
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::time::TimeVal;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -79,24 +81,17 @@ fn parse_args() -> Result<Args, String> {
     Ok(args)
 }
 
-/// utime + stime of this process, in seconds (USER_HZ is 100 on Linux).
+/// User + system CPU time of this process, in seconds (getrusage, as every runner reads it).
 fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<f64>().ok()).unwrap_or(0.0);
-    // After the command name: state is field 0, utime field 11, stime field 12.
-    (ticks(11) + ticks(12)) / 100.0
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
+        let s = |t: TimeVal| t.tv_sec() as f64 + t.tv_usec() as f64 / 1e6;
+        s(u.user_time()) + s(u.system_time())
+    })
 }
 
-/// Peak resident set (VmHWM), in MiB.
+/// Peak resident set size (ru_maxrss), in MiB.
 fn peak_rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
+    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| u.max_rss() as f64 / 1024.0)
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
