@@ -128,9 +128,13 @@ pub(crate) async fn build_agent(
     if let Some(approver) = approver {
         builder = builder.shared_approver(approver);
     }
-    builder
+    let agent = builder
         .build()
-        .map_err(|e| ConfigError::new(file, key, e.to_string()))
+        .map_err(|e| ConfigError::new(file, key, e.to_string()))?;
+    // Model calls, tokens, tool calls and approvals reach /metrics from the agent's events;
+    // clones (the cluster's instances) share them.
+    services.observe(&agent);
+    Ok(agent)
 }
 
 /// The agent `name` behind its protection: whole-run retries, its breaker, and the fallback

@@ -150,6 +150,12 @@ async fn serve_answers_tasks_and_chat_behind_a_key() {
         .await
         .unwrap();
     assert!(metrics.contains("pocket_runs_total"), "{metrics}");
+    // The cluster's runs feed the model and tool counters too, not only the run counter.
+    assert!(metrics.contains("pocket_model_calls_total{"), "{metrics}");
+    assert!(
+        metrics.contains("pocket_tool_calls_total{") && metrics.contains("calculator"),
+        "{metrics}"
+    );
 
     // The CLI client against the same server.
     let base = served.base.clone();
