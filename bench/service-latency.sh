@@ -115,5 +115,8 @@ for (label, rate), r in sorted(by.items(), key=lambda kv: kv[0][1]):
     if label != "serve" or ("stub", rate) not in by:
         continue
     s = by[("stub", rate)]
+    if r["ok"] < 0.99 * (r["sent"] + r["dropped"]):
+        print(f"| {rate:.0f} | overloaded: {r['ok']} of {r['sent'] + r['dropped']} answered | |")
+        continue
     print(f"| {rate:.0f} | {r['p50_ms'] - s['p50_ms']:.3f} | {r['p99_ms'] - s['p99_ms']:.3f} |")
 PY
