@@ -7,11 +7,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use nix::sys::resource::{UsageWho, getrusage};
+use nix::sys::time::TimeVal;
 use rig_agent::AgentBuilder;
 use rig_agent::tool::{Tool, ToolContext};
 use rig_core::providers::openai::OpenAIConfig;
-use nix::sys::resource::{UsageWho, getrusage};
-use nix::sys::time::TimeVal;
 use serde::Deserialize;
 
 #[derive(Deserialize)]
@@ -76,7 +76,9 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     if args.base_url.is_empty() || args.tasks == 0 || args.concurrency == 0 {
-        return Err("usage: rig-bench --base-url URL --tasks N --concurrency C --latency-ms L".into());
+        return Err(
+            "usage: rig-bench --base-url URL --tasks N --concurrency C --latency-ms L".into(),
+        );
     }
     Ok(args)
 }
@@ -130,7 +132,11 @@ async fn main() {
             let mut errors = 0usize;
             while next.fetch_add(1, Ordering::Relaxed) < tasks {
                 let t0 = Instant::now();
-                match agent.prompt("What is 17 + 25? Use the add tool.").max_turns(2).await {
+                match agent
+                    .prompt("What is 17 + 25? Use the add tool.")
+                    .max_turns(2)
+                    .await
+                {
                     Ok(r) if r.to_string().contains("42") => latencies.push(t0.elapsed()),
                     Ok(r) => {
                         if errors == 0 {

@@ -12,9 +12,8 @@ use serde::Serialize;
 /// 10 ms ticks, too coarse for sub-second runs. The Python peers read the same call.
 /// `0.0` if the call fails.
 pub fn cpu_seconds() -> f64 {
-    getrusage(UsageWho::RUSAGE_SELF).map_or(0.0, |u| {
-        seconds(u.user_time()) + seconds(u.system_time())
-    })
+    getrusage(UsageWho::RUSAGE_SELF)
+        .map_or(0.0, |u| seconds(u.user_time()) + seconds(u.system_time()))
 }
 
 fn seconds(t: TimeVal) -> f64 {
