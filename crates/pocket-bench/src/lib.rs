@@ -6,7 +6,7 @@
 //!   one tool round each, at concurrency C (`pocket-bench agent`).
 //! - [`load`]: an open-loop load generator for `POST /v1/chat/completions`
 //!   (`pocket-bench load`).
-//! - [`stats`]: CPU time and peak RSS from `/proc/self`, percentiles, the JSON report.
+//! - [`stats`]: CPU time and peak RSS (`getrusage`), percentiles, the JSON report.
 //!
 //! `bench/peers.sh` and `bench/service-latency.sh` drive these binaries; the numbers are in
 //! `BENCHMARKS.md`.
