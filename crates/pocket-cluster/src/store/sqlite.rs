@@ -711,7 +711,9 @@ async fn claim_group(
 }
 
 /// Checkpoints or completions of a batch: one `UPDATE … FROM json_each` per round (a task
-/// named twice in a batch goes in a later round, so each write lands in order).
+/// named twice in a batch goes in a later round, so each write lands in order). The unary
+/// `+` keeps the planner off the status and owner indexes: it must look each task up by id
+/// from the batch, not scan every running task for each row of the batch.
 async fn held_batch(
     conn: &mut SqliteConnection,
     kind: Held,
@@ -757,9 +759,9 @@ async fn held_round(
                 "UPDATE pocket_tasks SET checkpoint = b.value ->> 'v', \
                  updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
                  WHERE pocket_tasks.id = b.value ->> 'id' \
-                 AND pocket_tasks.lease_owner = b.value ->> 'w' AND ",
-                leased!(),
-                " RETURNING pocket_tasks.id"
+                 AND +pocket_tasks.lease_owner = b.value ->> 'w' \
+                 AND +pocket_tasks.status IN ('running', 'waiting_approval') \
+                 RETURNING pocket_tasks.id"
             ),
             "saving checkpoints",
         ),
@@ -769,9 +771,9 @@ async fn held_round(
                  checkpoint = NULL, lease_owner = NULL, lease_expires_at = NULL, \
                  updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
                  WHERE pocket_tasks.id = b.value ->> 'id' \
-                 AND pocket_tasks.lease_owner = b.value ->> 'w' AND ",
-                leased!(),
-                " RETURNING pocket_tasks.id"
+                 AND +pocket_tasks.lease_owner = b.value ->> 'w' \
+                 AND +pocket_tasks.status IN ('running', 'waiting_approval') \
+                 RETURNING pocket_tasks.id"
             ),
             "completing tasks",
         ),
