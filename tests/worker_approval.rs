@@ -91,7 +91,9 @@ async fn finished(store: &Arc<dyn TaskStore>, task: &TaskId) -> TaskStatus {
 async fn a_workers_dangerous_call_waits_for_an_answer_recorded_in_the_shared_store() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("pocket.db").display());
-    let store = pocket_cluster::open(&url, StoreOptions::new()).await.unwrap();
+    let store = pocket_cluster::open(&url, StoreOptions::new())
+        .await
+        .unwrap();
     let _worker = worker(dir.path(), &url);
     let marker = dir.path().join("ws").join("marker");
 
