@@ -4,7 +4,9 @@
 //!
 //! `cargo bench -p pocket-cluster --bench dispatch` (criterion: `pool_dispatch`,
 //! `worker_end_to_end`), then the memory measurement, printed as one line. Set
-//! `POCKET_BENCH_RUNS` to change the 10,000.
+//! `POCKET_BENCH_RUNS` to change the 10,000 (BENCHMARKS.md also has 100,000). The
+//! criterion filter `zzz` matches no benchmark: `cargo bench -p pocket-cluster --bench
+//! dispatch -- zzz` prints the memory line and the throughput summary only.
 
 // A benchmark reports on stdout; failing to set up is a bug in the benchmark.
 #![allow(clippy::print_stdout, clippy::unwrap_used, clippy::expect_used)]
