@@ -755,26 +755,22 @@ async fn held_round(
     let (sql, what) = match kind {
         // The trigger on `checkpoint` clears each task's journal in the same statement.
         Held::Checkpoint => (
-            concat!(
-                "UPDATE pocket_tasks SET checkpoint = b.value ->> 'v', \
-                 updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
-                 WHERE pocket_tasks.id = b.value ->> 'id' \
-                 AND +pocket_tasks.lease_owner = b.value ->> 'w' \
-                 AND +pocket_tasks.status IN ('running', 'waiting_approval') \
-                 RETURNING pocket_tasks.id"
-            ),
+            "UPDATE pocket_tasks SET checkpoint = b.value ->> 'v', \
+             updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
+             WHERE pocket_tasks.id = b.value ->> 'id' \
+             AND +pocket_tasks.lease_owner = b.value ->> 'w' \
+             AND +pocket_tasks.status IN ('running', 'waiting_approval') \
+             RETURNING pocket_tasks.id",
             "saving checkpoints",
         ),
         Held::Complete => (
-            concat!(
-                "UPDATE pocket_tasks SET status = 'succeeded', result = b.value ->> 'v', \
-                 checkpoint = NULL, lease_owner = NULL, lease_expires_at = NULL, \
-                 updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
-                 WHERE pocket_tasks.id = b.value ->> 'id' \
-                 AND +pocket_tasks.lease_owner = b.value ->> 'w' \
-                 AND +pocket_tasks.status IN ('running', 'waiting_approval') \
-                 RETURNING pocket_tasks.id"
-            ),
+            "UPDATE pocket_tasks SET status = 'succeeded', result = b.value ->> 'v', \
+             checkpoint = NULL, lease_owner = NULL, lease_expires_at = NULL, \
+             updated_at = b.value ->> 'now' FROM json_each(?1) AS b \
+             WHERE pocket_tasks.id = b.value ->> 'id' \
+             AND +pocket_tasks.lease_owner = b.value ->> 'w' \
+             AND +pocket_tasks.status IN ('running', 'waiting_approval') \
+             RETURNING pocket_tasks.id",
             "completing tasks",
         ),
     };
