@@ -76,10 +76,12 @@ pub use store::{Clock, ManualClock, MemoryStore, StoreOptions, SystemClock, open
 
 pub use autoscale::{Autoscaler, Observation, Recommendation, ScaleDecision, ScalePolicy};
 pub use config::{ClusterConfig, ConfigError, Selection};
-pub use event::{AgentStep, ClusterEvent};
+pub use event::{AgentStep, ClusterEvent, Followed, Following};
 pub use pool::{
     AgentLoad, FAILED_BELOW, FailReason, HEALTHY, InstanceId, InstanceInfo, InstanceStatus, Pool,
     Slot, Unavailable,
 };
 pub use report::{AgentScaling, ClusterReport, Overview, Performance};
-pub use worker::{Cluster, ClusterBuilder, ClusterError, FactoryError, Stopped, TaskWatch};
+pub use worker::{
+    Cluster, ClusterBuilder, ClusterError, FactoryError, Stopped, TaskFollower, TaskWatch,
+};

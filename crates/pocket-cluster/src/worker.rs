@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::autoscale::{Autoscaler, Observation, ScaleDecision};
 use crate::config::{ClusterConfig, ConfigError};
-use crate::event::{AgentStep, ClusterEvent};
+use crate::event::{AgentStep, ClusterEvent, Followed, Followers, Following};
 use crate::pool::{Beat, InstanceId, InstanceStatus, Pool, Slot};
 use crate::report::{AgentScaling, ClusterReport};
 use crate::store::{
@@ -190,6 +190,8 @@ pub(crate) struct Shared {
     watched: Mutex<HashMap<Option<TaskId>, usize>>,
     /// Bumped whenever `watched` changes.
     watch_changed: tokio::sync::watch::Sender<u64>,
+    /// Who follows which task ([`Cluster::follow_task`]).
+    followers: Followers,
     running: AtomicBool,
     pub(crate) lease: Duration,
     pub(crate) heartbeat: Duration,
@@ -381,6 +383,7 @@ impl ClusterBuilder {
             stop: CancellationToken::new(),
             watched: Mutex::new(HashMap::new()),
             watch_changed: tokio::sync::watch::Sender::new(0),
+            followers: Followers::default(),
             running: AtomicBool::new(false),
             lease: c.lease()?,
             heartbeat: c.heartbeat()?,
@@ -460,6 +463,52 @@ impl Cluster {
         self.inner.watch(None)
     }
 
+    /// Follows task `id` on this worker: its end (and, by `what`, its events and its runs'
+    /// steps) is sent to the returned follower alone, so only the follower of a task is
+    /// woken by it. Registered at once: an end after this call is not missed; one before it
+    /// is in the store (read it after this call). Events of runs on other workers do not
+    /// come here (read the store for those). Dropping the follower unregisters it.
+    pub fn follow_task(&self, id: &TaskId, what: Following) -> TaskFollower {
+        let registration = self.inner.followers.register(id, what);
+        if what == Following::Steps {
+            self.inner.watch_changed.send_modify(|v| *v += 1);
+        }
+        TaskFollower {
+            shared: Arc::clone(&self.inner),
+            id: id.clone(),
+            key: registration.key,
+            events: registration.events,
+            end: Some(registration.end),
+            lagged: registration.lagged,
+            stashed: None,
+            ended: None,
+            done: false,
+        }
+    }
+
+    /// [`submit`](Self::submit), then [`follow_task`](Self::follow_task). With
+    /// [`Following::Steps`], the steps of runs that start before the follower is registered
+    /// are kept for it, so it gets its run's steps from the first.
+    ///
+    /// # Errors
+    /// As [`submit`](Self::submit).
+    pub async fn submit_followed(
+        &self,
+        task: NewTask,
+        what: Following,
+    ) -> Result<(Enqueued, TaskFollower), StoreError> {
+        let pending = (what == Following::Steps).then(|| PendingSteps::new(&self.inner));
+        let enqueued = self.submit(task).await?;
+        let follower = self.follow_task(&enqueued.id, what);
+        drop(pending);
+        Ok((enqueued, follower))
+    }
+
+    /// Followers registered now, over all tasks (they are removed when dropped).
+    pub fn followers(&self) -> usize {
+        self.inner.followers.count()
+    }
+
     /// Enqueues a task and wakes this worker's dispatcher.
     ///
     /// # Errors
@@ -478,8 +527,16 @@ impl Cluster {
     /// The store's ([`StoreError::NotFound`] for an unknown id).
     pub async fn cancel(&self, id: &TaskId) -> Result<bool, StoreError> {
         let cancelled = self.inner.store.cancel(id).await?;
-        if cancelled && let Some(entry) = self.inner.entry(id) {
-            entry.stop(StopReason::Cancelled);
+        if cancelled {
+            match self.inner.entry(id) {
+                // Its run reports the cancellation when it stops.
+                Some(entry) => {
+                    entry.stop(StopReason::Cancelled);
+                }
+                None => self
+                    .inner
+                    .emit_task(id, || ClusterEvent::TaskCancelled { id: id.clone() }),
+            }
         }
         Ok(cancelled)
     }
@@ -654,6 +711,125 @@ impl Drop for TaskWatch {
     }
 }
 
+/// Keeps runs' steps for a follower being registered; see [`Cluster::submit_followed`].
+struct PendingSteps(Arc<Shared>);
+
+impl PendingSteps {
+    fn new(shared: &Arc<Shared>) -> Self {
+        shared.followers.begin_pending();
+        shared.watch_changed.send_modify(|v| *v += 1);
+        Self(Arc::clone(shared))
+    }
+}
+
+impl Drop for PendingSteps {
+    fn drop(&mut self) {
+        self.0.followers.end_pending();
+        self.0.watch_changed.send_modify(|v| *v += 1);
+    }
+}
+
+/// One task's end, events and steps on this worker; see [`Cluster::follow_task`].
+/// Unregistered when dropped.
+pub struct TaskFollower {
+    shared: Arc<Shared>,
+    id: TaskId,
+    key: u64,
+    events: Option<tokio::sync::mpsc::Receiver<ClusterEvent>>,
+    end: Option<tokio::sync::oneshot::Receiver<ClusterEvent>>,
+    lagged: Arc<AtomicU64>,
+    /// An event received after a loss, sent after the note about the loss.
+    stashed: Option<ClusterEvent>,
+    /// The end, sent once the events before it are.
+    ended: Option<ClusterEvent>,
+    done: bool,
+}
+
+impl std::fmt::Debug for TaskFollower {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskFollower")
+            .field("task", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TaskFollower {
+    /// The task.
+    pub fn id(&self) -> &TaskId {
+        &self.id
+    }
+
+    /// The next event, loss note or the end; `None` after the end, or when nothing more
+    /// can come (the cluster is gone).
+    pub async fn next(&mut self) -> Option<Followed> {
+        loop {
+            if let Some(item) = self.ready() {
+                return Some(item);
+            }
+            if self.done {
+                return None;
+            }
+            let (has_events, has_end) = (self.events.is_some(), self.end.is_some());
+            if !has_events && !has_end {
+                self.done = true;
+                return None;
+            }
+            let events = self.events.as_mut();
+            let end = self.end.as_mut();
+            let got = tokio::select! {
+                biased;
+                event = async { events?.recv().await }, if has_events => Ok(event),
+                end = async { end?.await.ok() }, if has_end => Err(end),
+            };
+            match got {
+                Ok(Some(event)) => self.stashed = Some(event),
+                Ok(None) => self.events = None,
+                Err(end) => {
+                    self.end = None;
+                    self.ended = end;
+                }
+            }
+        }
+    }
+
+    /// What can be sent without waiting: a loss note, an event already queued, or the end
+    /// once every event queued before it was sent.
+    pub fn ready(&mut self) -> Option<Followed> {
+        let lost = self.lagged.swap(0, Ordering::AcqRel);
+        if lost > 0 {
+            return Some(Followed::Skipped(lost));
+        }
+        if let Some(event) = self.stashed.take() {
+            return Some(Followed::Event(event));
+        }
+        if let Some(rx) = self.events.as_mut()
+            && let Ok(event) = rx.try_recv()
+        {
+            // A loss before this event is told first.
+            let lost = self.lagged.swap(0, Ordering::AcqRel);
+            if lost > 0 {
+                self.stashed = Some(event);
+                return Some(Followed::Skipped(lost));
+            }
+            return Some(Followed::Event(event));
+        }
+        if let Some(end) = self.ended.take() {
+            self.done = true;
+            self.events = None;
+            return Some(Followed::End(end));
+        }
+        None
+    }
+}
+
+impl Drop for TaskFollower {
+    fn drop(&mut self) {
+        if self.shared.followers.unregister(&self.id, self.key) {
+            self.shared.watch_changed.send_modify(|v| *v += 1);
+        }
+    }
+}
+
 /// Forwards the steps of one run from its agent to the cluster's channel while the task is
 /// watched: subscribed to the agent only then, so an unwatched run builds no events.
 struct StepForwarder<'a> {
@@ -662,6 +838,9 @@ struct StepForwarder<'a> {
     id: &'a TaskId,
     steps: Option<broadcast::Receiver<pocket_agent::AgentEvent>>,
     changed: tokio::sync::watch::Receiver<u64>,
+    /// Some steps of this run reached no follower (it joined late, or none was there): a
+    /// follower that comes is told so first.
+    gap: bool,
 }
 
 impl<'a> StepForwarder<'a> {
@@ -669,12 +848,14 @@ impl<'a> StepForwarder<'a> {
     fn new(shared: &'a Shared, agent: &'a Agent, id: &'a TaskId) -> Self {
         let changed = shared.watch_changed.subscribe();
         let steps = shared.is_watched(id).then(|| agent.subscribe());
+        let gap = steps.is_none();
         Self {
             shared,
             agent,
             id,
             steps,
             changed,
+            gap,
         }
     }
 
@@ -687,6 +868,7 @@ impl<'a> StepForwarder<'a> {
                 }
                 if self.shared.is_watched(self.id) {
                     self.steps = Some(self.agent.subscribe());
+                    self.gap = true;
                 }
                 continue;
             };
@@ -699,6 +881,7 @@ impl<'a> StepForwarder<'a> {
                 changed = self.changed.changed() => {
                     if changed.is_err() || !self.shared.is_watched(self.id) {
                         self.steps = None;
+                        self.gap = true;
                     }
                 }
             }
@@ -716,21 +899,39 @@ impl<'a> StepForwarder<'a> {
         }
     }
 
-    fn forward(&self, event: pocket_agent::AgentEvent) {
+    fn forward(&mut self, event: pocket_agent::AgentEvent) {
         if *event.run_id == *self.id.0 {
-            self.shared.emit(|| ClusterEvent::Agent {
+            self.send(ClusterEvent::Agent {
                 id: self.id.clone(),
                 event: AgentStep(Arc::new(event)),
             });
         }
     }
 
-    fn skipped(&self, n: u64) {
+    fn skipped(&mut self, n: u64) {
         tracing::debug!(task = %self.id, skipped = n, "forwarding run steps fell behind");
-        self.shared.emit(|| ClusterEvent::AgentStepsSkipped {
+        self.send(ClusterEvent::AgentStepsSkipped {
             id: self.id.clone(),
             skipped: n,
         });
+    }
+
+    /// To the event channel while the task is watched there, and to the task's followers.
+    fn send(&mut self, event: ClusterEvent) {
+        let followers = &self.shared.followers;
+        if self.gap {
+            let note = ClusterEvent::AgentStepsSkipped {
+                id: self.id.clone(),
+                skipped: 0,
+            };
+            self.gap = !followers.deliver_step(self.id, &note);
+        }
+        if !followers.deliver_step(self.id, &event) {
+            self.gap = true;
+        }
+        if self.shared.is_watched_here(self.id) {
+            self.shared.emit(|| event);
+        }
     }
 }
 
@@ -762,11 +963,29 @@ impl Shared {
         }
     }
 
-    /// Whether the steps of `id`'s runs are wanted.
+    /// Whether the steps of `id`'s runs are wanted: on the event channel or by followers.
     fn is_watched(&self, id: &TaskId) -> bool {
+        self.is_watched_here(id) || self.followers.wants_steps(id)
+    }
+
+    /// Whether the steps of `id`'s runs go on the event channel ([`Cluster::watch_task`]).
+    fn is_watched_here(&self, id: &TaskId) -> bool {
         let watched = lock(&self.watched);
         !watched.is_empty()
             && (watched.contains_key(&None) || watched.contains_key(&Some(id.clone())))
+    }
+
+    /// Sends an event of task `id` on the event channel and to the task's followers.
+    pub(crate) fn emit_task(&self, id: &TaskId, event: impl FnOnce() -> ClusterEvent) {
+        let global = self.events.receiver_count() > 0;
+        if !global && self.followers.is_idle() {
+            return;
+        }
+        let event = event();
+        self.followers.deliver(id, &event);
+        if global {
+            let _ = self.events.send(event);
+        }
     }
 
     pub(crate) fn entry(&self, id: &TaskId) -> Option<Arc<RunEntry>> {
@@ -965,7 +1184,7 @@ impl Shared {
                         now.duration_since(since).unwrap_or_default(),
                     );
                 }
-                self.emit(|| ClusterEvent::TaskClaimed {
+                self.emit_task(&id, || ClusterEvent::TaskClaimed {
                     id: id.clone(),
                     agent: agent.clone(),
                     attempt: c.record.attempts,
@@ -1003,7 +1222,7 @@ impl Shared {
             }
         };
         let _ = entry.instance.set(slot.id().clone());
-        self.emit(|| ClusterEvent::TaskStarted {
+        self.emit_task(id, || ClusterEvent::TaskStarted {
             id: id.clone(),
             instance: slot.id().clone(),
         });
@@ -1020,9 +1239,15 @@ impl Shared {
 
     fn emit_stopped(&self, id: &TaskId, reason: StopReason) {
         match reason {
-            StopReason::LeaseLost => self.emit(|| ClusterEvent::LeaseLost { id: id.clone() }),
-            StopReason::Cancelled => self.emit(|| ClusterEvent::TaskCancelled { id: id.clone() }),
-            StopReason::Shutdown => self.emit(|| ClusterEvent::TaskInterrupted { id: id.clone() }),
+            StopReason::LeaseLost => {
+                self.emit_task(id, || ClusterEvent::LeaseLost { id: id.clone() })
+            }
+            StopReason::Cancelled => {
+                self.emit_task(id, || ClusterEvent::TaskCancelled { id: id.clone() });
+            }
+            StopReason::Shutdown => {
+                self.emit_task(id, || ClusterEvent::TaskInterrupted { id: id.clone() });
+            }
             StopReason::InstanceFailed | StopReason::None => {}
         }
     }
@@ -1082,7 +1307,7 @@ impl Shared {
                 match self.store.complete(&id, &self.worker, value).await {
                     Ok(()) => {
                         tracing::debug!(task = %id, instance = %instance, "task succeeded");
-                        self.emit(|| ClusterEvent::TaskSucceeded {
+                        self.emit_task(&id, || ClusterEvent::TaskSucceeded {
                             id: id.clone(),
                             instance: instance.clone(),
                             duration_secs: duration.as_secs_f64(),
@@ -1142,7 +1367,7 @@ impl Shared {
                     FailOutcome::DeadLetter => None,
                 };
                 tracing::info!(task = %id, error, retry_in_secs = ?retry_in, "task attempt failed");
-                self.emit(|| ClusterEvent::TaskFailed {
+                self.emit_task(id, || ClusterEvent::TaskFailed {
                     id: id.clone(),
                     instance: instance.cloned(),
                     error: error.to_owned(),
@@ -1442,5 +1667,46 @@ mod tests {
         assert_eq!(text, "I have no tool for this. You asked: say something");
         // The guard is gone: nothing is watched any more.
         assert!(!cluster.inner.is_watched(&id));
+    }
+
+    #[tokio::test]
+    async fn a_follower_gets_only_its_task_and_a_note_when_it_fell_behind() {
+        let cluster = cluster();
+        let id = TaskId("mine".into());
+        let other = TaskId("other".into());
+        let mut follower = cluster.follow_task(&id, Following::Events);
+        let mut end_only = cluster.follow_task(&id, Following::End);
+        let extra = 5;
+        for n in 0..crate::event::FOLLOW_CAPACITY + extra {
+            cluster.inner.emit_task(&id, || ClusterEvent::TaskClaimed {
+                id: id.clone(),
+                agent: Arc::from("default"),
+                attempt: u32::try_from(n).unwrap(),
+                resumed: false,
+            });
+            cluster
+                .inner
+                .emit_task(&other, || ClusterEvent::LeaseLost { id: other.clone() });
+        }
+        let done = ClusterEvent::TaskCancelled { id: id.clone() };
+        cluster.inner.emit_task(&id, || done.clone());
+        assert_eq!(follower.next().await, Some(Followed::Skipped(extra as u64)));
+        for n in 0..crate::event::FOLLOW_CAPACITY {
+            match follower.next().await {
+                Some(Followed::Event(ClusterEvent::TaskClaimed { id: t, attempt, .. })) => {
+                    assert_eq!(t, id);
+                    assert_eq!(attempt as usize, n);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(follower.next().await, Some(Followed::End(done.clone())));
+        assert_eq!(follower.next().await, None);
+        // The end-only follower was woken once, by the end.
+        assert_eq!(end_only.next().await, Some(Followed::End(done)));
+        assert_eq!(cluster.followers(), 2);
+        drop(follower);
+        drop(end_only);
+        assert_eq!(cluster.followers(), 0);
     }
 }

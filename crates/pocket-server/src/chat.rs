@@ -20,9 +20,10 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
 use pocket_agent::{EventKind, Message, Usage};
-use pocket_cluster::{ClusterEvent, NewTask, TaskRecord, TaskStatus, TaskWatch};
+use pocket_cluster::{ClusterEvent, Following, NewTask, TaskRecord, TaskStatus};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::Shared;
 use crate::error::{ApiError, OpenAiError};
@@ -149,6 +150,14 @@ pub(crate) async fn completions(
 ) -> Result<Response, OpenAiError> {
     let Json(request) = body?;
     state.accepting()?;
+    // Beyond the limit, 429 at once rather than a queue that grows without end.
+    let permit = state
+        .chat_slots
+        .clone()
+        .try_acquire_owned()
+        .map_err(|_| ApiError::QueueFull {
+            retry_after: Duration::from_secs(1),
+        })?;
     let (task, history) = split(&request.messages)?;
     if !agents(&state).await?.contains(&request.model) {
         return Err(ApiError::NotFound(format!(
@@ -159,26 +168,20 @@ pub(crate) async fn completions(
     }
     let mut new = NewTask::new(request.model.clone(), task);
     new.metadata = json!({"history": history, "source": "chat.completions"});
-    let events = state.cluster.subscribe();
-    // A stream wants the run's text deltas from its first step: every run's steps are
-    // forwarded until the task's id is known, then only this task's.
-    let watch_all = request.stream.then(|| state.cluster.watch_all());
-    let id = state.cluster.submit(new).await?.id;
-    let watching = watch_all.map(|all| {
-        let one = state.cluster.watch_task(&id);
-        drop(all);
-        one
-    });
+    // Only this task's end wakes this request; a stream also gets the run's steps, from
+    // its first (kept for it while the task's id is not known yet).
+    let what = if request.stream {
+        Following::Steps
+    } else {
+        Following::End
+    };
+    let (enqueued, follower) = state.cluster.submit_followed(new, what).await?;
+    let id = enqueued.id;
     tracing::debug!(%id, model = %request.model, stream = request.stream, "chat completion submitted");
     let chat_id = format!("chatcmpl-{id}");
     let created = unix_now();
     let model = request.model;
-    let updates = watch::follow(
-        state.cluster.clone(),
-        id,
-        events,
-        state.draining.subscribe(),
-    );
+    let updates = watch::follow(state.cluster.clone(), follower, state.draining.subscribe());
 
     if !request.stream {
         let end = updates
@@ -195,6 +198,7 @@ pub(crate) async fn completions(
             .next()
             .await
             .unwrap_or_else(|| Err(ApiError::Internal("the task's updates ended early".into())))?;
+        drop(permit);
         let body = json!({
             "id": chat_id,
             "object": "chat.completion",
@@ -221,7 +225,7 @@ pub(crate) async fn completions(
         include_usage: request.stream_options.is_some_and(|o| o.include_usage),
         sent: String::new(),
         behind: false,
-        _watching: watching,
+        _permit: permit,
     };
     let first = relay
         .chunks
@@ -278,8 +282,8 @@ struct Relay {
     sent: String,
     /// Some deltas were missed: send no more, make it up at the end.
     behind: bool,
-    /// Keeps the run's steps coming while the response streams.
-    _watching: Option<TaskWatch>,
+    /// Counts this completion as in flight while it streams.
+    _permit: OwnedSemaphorePermit,
 }
 
 impl Relay {

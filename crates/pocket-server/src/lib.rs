@@ -75,6 +75,8 @@ pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 /// The default lifetime of a dashboard session: 12 hours.
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
+/// The default bound on chat completions in flight: 1,024.
+pub const DEFAULT_MAX_CHAT_IN_FLIGHT: usize = 1024;
 /// The default interval of the dashboard's live series: 5 seconds.
 pub const DEFAULT_LIVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -94,6 +96,9 @@ pub enum BuildError {
     /// The session lifetime or the live-series interval is 0.
     #[error("the dashboard's session lifetime and live interval must be above 0")]
     ZeroDashboardDuration,
+    /// The bound on chat completions in flight is 0.
+    #[error("the bound on chat completions in flight must be above 0")]
+    ZeroChatLimit,
     /// A CORS origin is not `*` or `scheme://host[:port]`.
     #[error("CORS origin `{0}` is not `*` or `http(s)://host[:port]` (no path, no trailing slash)")]
     InvalidOrigin(String),
@@ -137,9 +142,18 @@ pub struct ServerBuilder {
     cors_origins: Vec<String>,
     session_ttl: Duration,
     live_interval: Duration,
+    max_chat_in_flight: usize,
 }
 
 impl ServerBuilder {
+    /// Chat completions in flight at most (streams count until they end); beyond it,
+    /// `POST /v1/chat/completions` answers 429 with `Retry-After`. Default:
+    /// [`DEFAULT_MAX_CHAT_IN_FLIGHT`].
+    pub fn max_chat_in_flight(mut self, n: usize) -> Self {
+        self.max_chat_in_flight = n;
+        self
+    }
+
     /// Serves `/metrics` and the monitor half of `/v1/health`, and counts open connections.
     /// Default: none (`/metrics` is empty).
     pub fn monitor(mut self, monitor: Monitor) -> Self {
@@ -220,7 +234,7 @@ impl ServerBuilder {
     /// Builds the server.
     ///
     /// # Errors
-    /// [`BuildError`] for an empty key, a zero body limit, a zero time limit or an invalid
+    /// [`BuildError`] for an empty key, a zero body limit, time limit or chat bound, or an invalid
     /// CORS origin.
     pub fn build(self) -> Result<Server, BuildError> {
         for origin in &self.cors_origins {
@@ -234,6 +248,9 @@ impl ServerBuilder {
         }
         if self.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
+        }
+        if self.max_chat_in_flight == 0 {
+            return Err(BuildError::ZeroChatLimit);
         }
         if self.session_ttl.is_zero() || self.live_interval.is_zero() {
             return Err(BuildError::ZeroDashboardDuration);
@@ -256,6 +273,7 @@ impl ServerBuilder {
                 sessions: auth::Sessions::new(self.session_ttl),
                 live: live::Live::default(),
                 live_interval: self.live_interval,
+                chat_slots: Arc::new(tokio::sync::Semaphore::new(self.max_chat_in_flight)),
             }),
         })
     }
@@ -281,6 +299,8 @@ pub(crate) struct AppState {
     /// The dashboard's live series.
     pub(crate) live: live::Live,
     pub(crate) live_interval: Duration,
+    /// Chat completions in flight (see [`ServerBuilder::max_chat_in_flight`]).
+    pub(crate) chat_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -317,6 +337,7 @@ impl Server {
             cors_origins: Vec::new(),
             session_ttl: DEFAULT_SESSION_TTL,
             live_interval: DEFAULT_LIVE_INTERVAL,
+            max_chat_in_flight: DEFAULT_MAX_CHAT_IN_FLIGHT,
         }
     }
 

@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{Stream, StreamExt};
-use pocket_cluster::{ClusterEvent, NewTask, TaskId, TaskRecord};
+use pocket_cluster::{ClusterEvent, Following, NewTask, TaskId, TaskRecord};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
@@ -173,18 +173,12 @@ pub(crate) async fn events(
     Path(id): Path<String>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let id = TaskId(id);
-    let events = state.cluster.subscribe();
+    // Registered before the task is read: nothing in between is missed. Its run's steps
+    // are forwarded while this stream lives.
+    let follower = state.cluster.follow_task(&id, Following::Steps);
     record(&state, &id).await?; // 404 before the stream starts
-    // The run's steps are forwarded while this stream lives.
-    let watching = state.cluster.watch_task(&id);
-    let stream = watch::follow(
-        state.cluster.clone(),
-        id,
-        events,
-        state.draining.subscribe(),
-    )
+    let stream = watch::follow(state.cluster.clone(), follower, state.draining.subscribe())
     .map(move |item| {
-        let _watching = &watching;
         Ok(match item {
             Ok(Update::Event(ClusterEvent::Agent { event, .. })) => Event::default()
                 .event(event.kind.name())

@@ -1,12 +1,13 @@
-//! Following one task: its cluster events (its run's steps too, while watched) until it is
-//! terminal, with the store polled as a fallback (another worker may run it, or this
-//! subscriber may fall behind: it then skips what it missed, and says so).
+//! Following one task: its events (its run's steps too, when asked) until it is terminal.
+//! The cluster sends a task's events and end to its followers alone
+//! ([`Cluster::follow_task`]); the store is read once after the follower is registered (a
+//! task that ended before is not missed), at the end, and every [`POLL`] as a fallback
+//! (another worker may run it).
 
 use std::time::Duration;
 
 use futures_util::Stream;
-use pocket_cluster::{Cluster, ClusterEvent, TaskId, TaskRecord};
-use tokio::sync::broadcast::{self, error::RecvError};
+use pocket_cluster::{Cluster, ClusterEvent, Followed, TaskFollower, TaskRecord};
 use tokio::sync::watch;
 use tokio::time::{Interval, MissedTickBehavior};
 
@@ -20,8 +21,8 @@ const POLL: Duration = Duration::from_millis(250);
 pub(crate) enum Update {
     /// A cluster event about the task.
     Event(ClusterEvent),
-    /// This follower fell behind the cluster's channel, which dropped this many events (of
-    /// any task) for it; it goes on with the newest.
+    /// This follower fell behind its channel, which dropped this many of the task's events
+    /// for it; it goes on with the newest.
     Lagged(u64),
     /// The task is terminal; the stream ends after this.
     End(Box<TaskRecord>),
@@ -29,32 +30,32 @@ pub(crate) enum Update {
 
 struct Follow {
     cluster: Cluster,
-    id: TaskId,
-    events: broadcast::Receiver<ClusterEvent>,
+    follower: TaskFollower,
     poll: Interval,
     draining: watch::Receiver<bool>,
     check_now: bool,
+    /// The follower will send nothing more: only the store tells.
+    quiet: bool,
     done: bool,
 }
 
 /// The task's events until it is terminal, then [`Update::End`]; an error (and the end)
-/// when the store fails or the server drains. Subscribe (`events`)
-/// before submitting or reading the task, so nothing is missed in between.
+/// when the store fails or the server drains. Register the follower before reading the
+/// task (or with [`Cluster::submit_followed`]), so nothing is missed in between.
 pub(crate) fn follow(
     cluster: Cluster,
-    id: TaskId,
-    events: broadcast::Receiver<ClusterEvent>,
+    follower: TaskFollower,
     draining: watch::Receiver<bool>,
 ) -> impl Stream<Item = Result<Update, ApiError>> + Send + 'static {
-    let mut poll = tokio::time::interval(POLL);
+    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
     poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = Follow {
         cluster,
-        id,
-        events,
+        follower,
         poll,
         draining,
         check_now: true,
+        quiet: false,
         done: false,
     };
     futures_util::stream::unfold(state, |mut s| async move {
@@ -77,39 +78,19 @@ impl Follow {
             {
                 // What was sent before the end and not read yet goes first (a run that
                 // finished before this follower read a thing still shows its steps).
-                loop {
-                    match self.events.try_recv() {
-                        Ok(event) if task_of(&event) == Some(&self.id) => {
-                            self.check_now = true;
-                            return Ok(Update::Event(event));
-                        }
-                        Ok(_) => {}
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => {
-                            self.check_now = true;
-                            return Ok(Update::Lagged(n));
-                        }
-                        Err(_) => return Ok(Update::End(Box::new(record))),
-                    }
+                if let Some(item) = self.follower.ready() {
+                    self.check_now = true;
+                    return Ok(update(item));
                 }
+                return Ok(Update::End(Box::new(record)));
             }
             tokio::select! {
-                event = self.events.recv() => match event {
-                    Ok(event) => {
-                        if task_of(&event) != Some(&self.id) {
-                            continue;
-                        }
-                        self.check_now = ends(&event);
-                        return Ok(Update::Event(event));
+                item = self.follower.next(), if !self.quiet => match item {
+                    Some(item) => {
+                        self.check_now = matches!(item, Followed::End(_));
+                        return Ok(update(item));
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        self.check_now = true;
-                        return Ok(Update::Lagged(n));
-                    }
-                    Err(RecvError::Closed) => {
-                        // No more events: the store alone tells.
-                        self.poll.tick().await;
-                        self.check_now = true;
-                    }
+                    None => self.quiet = true,
                 },
                 _ = self.poll.tick() => self.check_now = true,
                 () = drained(&mut self.draining) => {
@@ -120,11 +101,21 @@ impl Follow {
     }
 
     async fn terminal(&self) -> Result<Option<TaskRecord>, ApiError> {
-        match self.cluster.store().get(&self.id).await? {
+        let id = self.follower.id();
+        match self.cluster.store().get(id).await? {
             Some(record) if record.status.is_terminal() => Ok(Some(record)),
             Some(_) => Ok(None),
-            None => Err(ApiError::NotFound(format!("no task `{}`", self.id))),
+            None => Err(ApiError::NotFound(format!("no task `{id}`"))),
         }
+    }
+}
+
+fn update(item: Followed) -> Update {
+    match item {
+        Followed::Event(e) | Followed::End(e) => Update::Event(e),
+        Followed::Skipped(n) => Update::Lagged(n),
+        // Followed is non-exhaustive: anything new is shown as nothing lost.
+        _ => Update::Lagged(0),
     }
 }
 
@@ -132,35 +123,6 @@ impl Follow {
 async fn drained(draining: &mut watch::Receiver<bool>) {
     // The guard `wait_for` returns is not `Send`: drop it here.
     let _ = draining.wait_for(|d| *d).await.map(|_| ());
-}
-
-/// The task an event is about.
-pub(crate) fn task_of(event: &ClusterEvent) -> Option<&TaskId> {
-    match event {
-        ClusterEvent::TaskClaimed { id, .. }
-        | ClusterEvent::TaskStarted { id, .. }
-        | ClusterEvent::TaskSucceeded { id, .. }
-        | ClusterEvent::TaskFailed { id, .. }
-        | ClusterEvent::TaskCancelled { id }
-        | ClusterEvent::LeaseLost { id }
-        | ClusterEvent::TaskInterrupted { id }
-        | ClusterEvent::Agent { id, .. }
-        | ClusterEvent::AgentStepsSkipped { id, .. } => Some(id),
-        _ => None,
-    }
-}
-
-/// Whether the event may have made the task terminal.
-fn ends(event: &ClusterEvent) -> bool {
-    matches!(
-        event,
-        ClusterEvent::TaskSucceeded { .. }
-            | ClusterEvent::TaskCancelled { .. }
-            | ClusterEvent::TaskFailed {
-                retry_in_secs: None,
-                ..
-            }
-    )
 }
 
 /// The name of an event's `type` tag (the SSE `event:` field); a run's step is named by
@@ -189,15 +151,14 @@ mod tests {
     use futures_util::StreamExt;
     use pocket_agent::Agent;
     use pocket_cluster::store::{MemoryStore, StoreOptions};
-    use pocket_cluster::{Cluster, NewTask, TaskStore};
+    use pocket_cluster::{Cluster, Following, NewTask, TaskStatus, TaskStore};
     use pocket_models::{SimConfig, SimModel};
 
     use super::*;
 
-    #[tokio::test]
-    async fn a_follower_that_falls_behind_skips_with_a_note_and_goes_on() {
+    fn cluster() -> Cluster {
         let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
-        let cluster = Cluster::builder(store)
+        Cluster::builder(store)
             .agent("default")
             .factory(|name| {
                 Ok(Agent::builder(SimModel::new(SimConfig::default()))
@@ -205,77 +166,62 @@ mod tests {
                     .build()?)
             })
             .build()
-            .unwrap();
-        let id = cluster
-            .submit(NewTask::new("default", "x"))
-            .await
             .unwrap()
-            .id;
-        // A channel of 2 with 5 events queued: the follower lost the 3 oldest.
-        let (tx, rx) = broadcast::channel(2);
-        for _ in 0..5 {
-            tx.send(ClusterEvent::TaskCancelled { id: id.clone() })
-                .unwrap();
-        }
-        let (_draining, draining) = watch::channel(false);
-        let updates: Vec<_> = follow(cluster.clone(), id.clone(), rx, draining)
-            .take(3)
-            .collect()
-            .await;
-        assert!(matches!(updates[0], Ok(Update::Lagged(3))), "{updates:?}");
-        assert!(matches!(
-            updates[1],
-            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
-        ));
-        assert!(matches!(
-            updates[2],
-            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
-        ));
     }
 
     #[tokio::test]
-    async fn a_task_that_ended_before_it_was_read_still_shows_what_it_sent() {
-        let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
-        let cluster = Cluster::builder(store)
-            .agent("default")
-            .factory(|name| {
-                Ok(Agent::builder(SimModel::new(SimConfig::default()))
-                    .name(name)
-                    .build()?)
-            })
-            .build()
-            .unwrap();
+    async fn a_task_that_ended_before_it_was_followed_still_ends() {
+        let cluster = cluster();
         let id = cluster
             .submit(NewTask::new("default", "x"))
             .await
             .unwrap()
             .id;
-        let other = cluster
-            .submit(NewTask::new("default", "y"))
-            .await
-            .unwrap()
-            .id;
-        let (tx, rx) = broadcast::channel(8);
-        tx.send(ClusterEvent::TaskInterrupted { id: id.clone() })
-            .unwrap();
-        tx.send(ClusterEvent::TaskInterrupted { id: other })
-            .unwrap();
-        tx.send(ClusterEvent::TaskCancelled { id: id.clone() })
-            .unwrap();
         assert!(cluster.cancel(&id).await.unwrap());
+        let follower = cluster.follow_task(&id, Following::Events);
         let (_draining, draining) = watch::channel(false);
-        let updates: Vec<_> = follow(cluster.clone(), id.clone(), rx, draining)
-            .collect()
-            .await;
-        assert_eq!(updates.len(), 3, "{updates:?}");
-        assert!(matches!(
-            updates[0],
-            Ok(Update::Event(ClusterEvent::TaskInterrupted { .. }))
-        ));
-        assert!(matches!(
-            updates[1],
-            Ok(Update::Event(ClusterEvent::TaskCancelled { .. }))
-        ));
-        assert!(matches!(&updates[2], Ok(Update::End(r)) if r.id == id));
+        let updates: Vec<_> = follow(cluster.clone(), follower, draining).collect().await;
+        assert_eq!(updates.len(), 1, "{updates:?}");
+        assert!(
+            matches!(&updates[0], Ok(Update::End(r)) if r.id == id && r.status == TaskStatus::Cancelled)
+        );
+        assert_eq!(cluster.followers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_cancel_reaches_the_follower_and_a_dropped_follower_is_gone() {
+        let cluster = cluster();
+        let (enqueued, follower) = cluster
+            .submit_followed(NewTask::new("default", "x"), Following::End)
+            .await
+            .unwrap();
+        let id = enqueued.id;
+        assert_eq!(cluster.followers(), 1);
+        let (_draining, draining) = watch::channel(false);
+        let mut updates = Box::pin(follow(cluster.clone(), follower, draining));
+        let canceller = cluster.clone();
+        let cancelled = id.clone();
+        tokio::spawn(async move { canceller.cancel(&cancelled).await.unwrap() });
+        let first = updates.next().await.unwrap().unwrap();
+        assert!(
+            matches!(&first, Update::Event(ClusterEvent::TaskCancelled { id: t }) if *t == id),
+            "{first:?}"
+        );
+        let second = updates.next().await.unwrap().unwrap();
+        assert!(matches!(&second, Update::End(r) if r.status == TaskStatus::Cancelled));
+        assert!(updates.next().await.is_none());
+        drop(updates);
+        assert_eq!(cluster.followers(), 0);
+
+        // A client that goes away before the end leaves nothing behind.
+        let (_, follower) = cluster
+            .submit_followed(NewTask::new("default", "y"), Following::Steps)
+            .await
+            .unwrap();
+        let (_draining, draining) = watch::channel(false);
+        let stream = follow(cluster.clone(), follower, draining);
+        assert_eq!(cluster.followers(), 1);
+        drop(stream);
+        assert_eq!(cluster.followers(), 0);
     }
 }

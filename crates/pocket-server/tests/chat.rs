@@ -222,3 +222,97 @@ async fn models_lists_the_agents() {
     );
     h.stop().await;
 }
+
+/// Waits (bounded) until the cluster has `n` task followers.
+async fn followers(h: &Harness, n: usize) {
+    for _ in 0..500 {
+        if h.cluster.followers() == n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(h.cluster.followers(), n, "followers");
+}
+
+#[tokio::test]
+async fn beyond_the_in_flight_bound_a_completion_gets_429_with_retry_after() {
+    let mut h = Harness::start(Options {
+        max_chat_in_flight: Some(1),
+        ..Options::default()
+    })
+    .await;
+    // Not running yet: the first completion waits for its task.
+    let first = tokio::spawn({
+        let request = h.post("/v1/chat/completions").json(&request(false));
+        async move { request.send().await.unwrap() }
+    });
+    followers(&h, 1).await;
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["type"], "queue_full");
+    assert_eq!(body["error"]["code"], "queue_full");
+    assert!(body["error"]["param"].is_null());
+    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+
+    h.run_cluster();
+    let resp = first.await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
+    // The slot is free again.
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    followers(&h, 0).await;
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_leaves_no_follower_behind() {
+    let h = Harness::start(Options {
+        max_chat_in_flight: Some(1),
+        ..Options::default()
+    })
+    .await;
+    // Not running: the tasks stay queued while their clients wait.
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    followers(&h, 1).await;
+    drop(resp);
+    followers(&h, 0).await;
+
+    let waiting = tokio::spawn({
+        let request = h.post("/v1/chat/completions").json(&request(false));
+        async move { request.send().await }
+    });
+    followers(&h, 1).await;
+    waiting.abort();
+    followers(&h, 0).await;
+    // Its slot was given back too.
+    let resp = h
+        .post("/v1/chat/completions")
+        .json(&request(true))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    drop(resp);
+    followers(&h, 0).await;
+    h.stop().await;
+}

@@ -31,6 +31,8 @@ pub struct Options {
     pub live_interval: Option<Duration>,
     /// The dashboard's session lifetime (default: the server's).
     pub session_ttl: Option<Duration>,
+    /// Chat completions in flight at most (default: the server's).
+    pub max_chat_in_flight: Option<usize>,
 }
 
 /// A dangerous tool: approval required.
@@ -135,6 +137,9 @@ impl Harness {
         }
         if let Some(ttl) = options.session_ttl {
             server = server.session_ttl(ttl);
+        }
+        if let Some(n) = options.max_chat_in_flight {
+            server = server.max_chat_in_flight(n);
         }
         let server = server.build().unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
