@@ -51,6 +51,9 @@ TOML
 ulimit -n 65536 2>/dev/null || true
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
+cpu_ticks() {  # utime + stime of a process, in clock ticks
+  awk '{print $14 + $15}' "/proc/$1/stat"
+}
 wait_port() {
   for _ in $(seq 100); do
     if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
@@ -61,7 +64,8 @@ wait_port() {
 }
 
 "$TARGET/release/pocket-stub" --port "$STUB_PORT" --latency-ms "$LATENCY_MS" &
-PIDS+=($!)
+STUB_PID=$!
+PIDS+=($STUB_PID)
 wait_port "$STUB_PORT"
 
 export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key
@@ -86,9 +90,21 @@ for R in $RATES; do
       perf record -q -F 999 -g -o "$WORK/perf.data" -p "$SERVE_PID" -- sleep "$((WARMUP + DURATION))" 2>/dev/null &
       PERF=$!
     fi
+    # CPU the target process uses over the whole run (warm-up included), from /proc.
+    if [ "$target" = stub ]; then TPID=$STUB_PID; else TPID=$SERVE_PID; fi
+    cpu0=$(cpu_ticks "$TPID")
     "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
-      | tee -a "$OUT" >&2
+      > "$WORK/last.json"
+    cpu1=$(cpu_ticks "$TPID")
+    python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" <<'PY' | tee -a "$OUT" >&2
+import json, sys
+r = json.load(open(sys.argv[1]))
+r["target_cpu_s"] = int(sys.argv[2]) / int(sys.argv[3])
+r["loadavg_1m"] = float(sys.argv[4])
+r["run_s"] = int(sys.argv[5])
+print(json.dumps(r))
+PY
     if [ -n "$PERF" ]; then
       wait "$PERF" || true
       perf report -i "$WORK/perf.data" --no-children --percent-limit 0.7 --stdio -g none 2>/dev/null \
@@ -102,13 +118,17 @@ python3 - "$OUT" "$STORE" <<'PY'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"pocket serve store: {sys.argv[2]}\n")
-print("| target | rate/s (achieved) | ok | errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | rate/s (achieved) | ok | 429 shed | other errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms | target CPU µs/req | load avg |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 by = {}
 for r in rows:
     by[(r["label"], r["target_rate"])] = r
-    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['ok']} | {r['errors']} | {r['dropped']} "
-          f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} |")
+    # Every request of the run (warm-up too) used the target's CPU: divide by all of them.
+    total = r["target_rate"] * r.get("run_s", 0)
+    cpu_us = r.get("target_cpu_s", 0) * 1e6 / total if total else 0
+    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
+          f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} "
+          f"| {cpu_us:.0f} | {r.get('loadavg_1m', 0):.2f} |")
 print("\n| rate/s | overhead p50 ms | overhead p99 ms |")
 print("|---:|---:|---:|")
 for (label, rate), r in sorted(by.items(), key=lambda kv: kv[0][1]):

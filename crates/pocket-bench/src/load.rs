@@ -59,8 +59,10 @@ pub struct LoadReport {
     pub sent: usize,
     /// Of which answered with a 2xx status.
     pub ok: usize,
-    /// Of which failed (transport error or non-2xx status).
+    /// Of which failed (transport error or non-2xx status), including `shed`.
     pub errors: usize,
+    /// Of the errors, those answered `429 Too Many Requests` (load shed by the target).
+    pub shed: usize,
     /// Measured requests not sent because `max_in_flight` were pending.
     pub dropped: usize,
     /// Median latency of answered requests.
@@ -83,6 +85,8 @@ struct Sample {
     latency: Duration,
     lag: Duration,
     ok: bool,
+    /// Answered 429.
+    shed: bool,
 }
 
 fn ms(d: Duration) -> f64 {
@@ -157,18 +161,23 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
             let samples = samples.clone();
             tasks.spawn(async move {
                 let t0 = tokio::time::Instant::now();
-                let ok = match request.send().await {
+                let (ok, shed) = match request.send().await {
                     Ok(resp) => {
-                        let status = resp.status().is_success();
-                        resp.bytes().await.is_ok() && status
+                        let status = resp.status();
+                        let read = resp.bytes().await.is_ok();
+                        (
+                            read && status.is_success(),
+                            status == reqwest::StatusCode::TOO_MANY_REQUESTS,
+                        )
                     }
-                    Err(_) => false,
+                    Err(_) => (false, false),
                 };
                 if measured {
                     let sample = Sample {
                         latency: t0.elapsed(),
                         lag: t0.saturating_duration_since(intended),
                         ok,
+                        shed,
                     };
                     if let Ok(mut s) = samples.lock() {
                         s.push(sample);
@@ -204,6 +213,7 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
         sent,
         ok,
         errors: sent - ok,
+        shed: samples.iter().filter(|s| s.shed).count(),
         dropped,
         p50_ms: ms(stats::percentile(&latencies, 0.50)),
         p90_ms: ms(stats::percentile(&latencies, 0.90)),
