@@ -10,7 +10,9 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod common;
+
+use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -58,22 +60,9 @@ impl Served {
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let mut copy = std::fs::File::create(stderr_file).unwrap();
-        let base = loop {
-            let line = lines
-                .next()
-                .expect("pocket serve printed its address")
-                .unwrap();
-            writeln!(copy, "{line}").unwrap();
-            if let Some(rest) = line.strip_prefix("pocket serve on ") {
-                break rest.split_whitespace().next().unwrap().to_owned();
-            }
-        };
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                let _ = writeln!(copy, "{line}");
-            }
+        let base = common::serve_address(&mut child, move |line| {
+            let _ = writeln!(copy, "{line}");
         });
         Self { child, base }
     }

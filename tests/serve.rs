@@ -2,7 +2,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{BufRead, BufReader};
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -37,7 +38,7 @@ fn serve(dir: &std::path::Path) -> Served {
     start(cmd, Arc::default())
 }
 
-/// Starts a `pocket serve` command; its stderr lines after the address go to `log`.
+/// Starts a `pocket serve` command; its stderr lines go to `log`.
 fn start(mut cmd: Command, log: Arc<Mutex<Vec<String>>>) -> Served {
     let mut child = cmd
         .env_remove("POCKET_CONFIG")
@@ -47,21 +48,8 @@ fn start(mut cmd: Command, log: Arc<Mutex<Vec<String>>>) -> Served {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let base = loop {
-        let line = lines
-            .next()
-            .expect("pocket serve printed its address")
-            .unwrap();
-        if let Some(rest) = line.strip_prefix("pocket serve on ") {
-            break rest.split_whitespace().next().unwrap().to_owned();
-        }
-    };
-    // Keep draining stderr so the server never blocks on a full pipe.
-    std::thread::spawn(move || {
-        for line in lines.map_while(Result::ok) {
-            log.lock().unwrap().push(line);
-        }
+    let base = common::serve_address(&mut child, move |line| {
+        log.lock().unwrap().push(line.to_owned());
     });
     Served { child, base }
 }
