@@ -472,6 +472,8 @@ fn an_mcp_pattern_without_its_server_is_a_config_error() {
 fn log_dir_gets_the_days_log_file() {
     let dir = tempfile::tempdir().unwrap();
     pocket()
+        // The per-run lines are at debug.
+        .env("POCKET_LOG", "debug")
         .args(["run", "--tool", "calculator", "--log-dir"])
         .arg(dir.path())
         .arg("What is 2 + 2?")

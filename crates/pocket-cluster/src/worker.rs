@@ -435,6 +435,11 @@ impl Cluster {
         &self.inner.store
     }
 
+    /// Whether `name` is one of the agents this cluster runs (cheap: no store access).
+    pub fn has_agent(&self, name: &str) -> bool {
+        self.inner.agents.iter().any(|a| &*a.name == name)
+    }
+
     /// The pool of instances.
     pub fn pool(&self) -> &Pool {
         &self.inner.pool

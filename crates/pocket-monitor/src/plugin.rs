@@ -53,7 +53,9 @@ impl Plugin for MonitoringPlugin {
 
     fn before_run<'a>(&'a self, run: &'a RunInfo, _: &'a [Message]) -> BoxFuture<'a, BeforeRun> {
         self.monitor.run_started(run);
-        tracing::info!(
+        // Per run: debug, so a busy service does not write two lines per request at the
+        // default level (failures are at warn and above, cancellations at info).
+        tracing::debug!(
             component = "execution",
             agent = %run.agent,
             run_id = %run.run_id,
@@ -69,7 +71,7 @@ impl Plugin for MonitoringPlugin {
             .monitor
             .run_ended(run, Outcome::Success, None, duration)
         {
-            tracing::info!(
+            tracing::debug!(
                 component = "execution",
                 agent = %run.agent,
                 run_id = %run.run_id,

@@ -159,7 +159,7 @@ pub(crate) async fn completions(
             retry_after: Duration::from_secs(1),
         })?;
     let (task, history) = split(&request.messages)?;
-    if !agents(&state).await?.contains(&request.model) {
+    if !state.cluster.has_agent(&request.model) {
         return Err(ApiError::NotFound(format!(
             "the model `{}` does not exist (models are agent names; see /v1/models)",
             request.model
