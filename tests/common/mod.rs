@@ -7,7 +7,10 @@ use std::process::Child;
 /// returns the base URL it prints (`pocket serve on http://ADDR ...`). Every stderr line, the
 /// ones before and after it included, goes to `sink`; a thread keeps draining stderr so the
 /// server never blocks on a full pipe.
-pub(crate) fn serve_address(child: &mut Child, mut sink: impl FnMut(&str) + Send + 'static) -> String {
+pub(crate) fn serve_address(
+    child: &mut Child,
+    mut sink: impl FnMut(&str) + Send + 'static,
+) -> String {
     let mut lines = BufReader::new(child.stderr.take().expect("stderr is piped")).lines();
     let base = loop {
         let line = lines
