@@ -212,34 +212,8 @@ pub(crate) async fn run_service(
         cluster.shutdown();
         served
     };
-    // The cluster's loops go on a runtime worker thread, not on this (often `block_on`'s)
-    // thread: each chat request wakes the dispatch loop, and waking a thread outside the
-    // runtime's workers costs a context switch per request. Aborted if this is dropped.
-    let running = {
-        let cluster = cluster.clone();
-        AbortOnDrop(tokio::spawn(async move {
-            cluster.run(std::future::pending::<()>()).await
-        }))
-    };
-    let running = async {
-        let mut running = running;
-        match (&mut running.0).await {
-            Ok(stopped) => stopped,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Cancelled: the runtime is shutting down, and the cluster's runs with it.
-            Err(_) => Ok(Stopped::default()),
-        }
-    };
+    let running = crate::worker::run_spawned(cluster.clone(), std::future::pending::<()>());
     let (stopped, served) = tokio::join!(running, serving);
     served.map_err(|e| Failure::Usage(format!("HTTP server: {e}")))?;
     stopped.map_err(|e| Failure::Usage(format!("cluster: {e}")))
-}
-
-/// Aborts a spawned task when dropped.
-struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
-
-impl<T> Drop for AbortOnDrop<T> {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }

@@ -1,6 +1,7 @@
 //! `pocket worker`: the dispatcher and agent pool without an API, working off a shared store.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -111,12 +112,38 @@ async fn work(args: WorkerArgs, config: &Config, services: &Services) -> Result<
         names.join(", "),
         redact(&url)
     );
-    let stopped: Stopped = cluster
-        .run(shutdown_signal())
+    let stopped: Stopped = run_spawned(cluster.clone(), shutdown_signal())
         .await
         .map_err(|e| Failure::Usage(format!("worker: {e}")))?;
     eprintln!("pocket worker stopped: {stopped:?}");
     Ok(())
+}
+
+/// Runs the cluster's loops until `signal` on a runtime worker thread, not on the caller's
+/// (often `block_on`'s) thread: every submission and finished run wakes the dispatch loop, and
+/// waking a thread outside the runtime's workers costs a context switch each time (~10 → ~3.4
+/// `futex` calls per chat request in `pocket serve`, BENCHMARKS.md). The loops are aborted if
+/// the returned future is dropped.
+pub(crate) async fn run_spawned(
+    cluster: Cluster,
+    signal: impl Future<Output = ()> + Send + 'static,
+) -> Result<Stopped, pocket_cluster::ClusterError> {
+    let mut running = AbortOnDrop(tokio::spawn(async move { cluster.run(signal).await }));
+    match (&mut running.0).await {
+        Ok(stopped) => stopped,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        // Cancelled: the runtime is shutting down, and the cluster's runs with it.
+        Err(_) => Ok(Stopped::default()),
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// SIGINT or SIGTERM.
