@@ -8,7 +8,6 @@
 //! the store is seen within a second.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -56,15 +55,12 @@ struct Inner {
     /// Requests whose agent stopped waiting while its run went on (at most
     /// [`KEEP_ABANDONED`]; the oldest are forgotten first).
     abandoned: Mutex<Abandoned>,
-    next: AtomicU64,
 }
 
 struct Waiter {
-    view: PendingApproval,
     wake: Arc<Notify>,
     /// Asks of this id in flight here (a retried run may overlap its predecessor).
     asks: usize,
-    seq: u64,
 }
 
 /// A request waiting for an answer, as `GET /v1/approvals` lists it.
@@ -127,18 +123,8 @@ impl HttpApprover {
                 cluster: OnceLock::new(),
                 waiting: Mutex::new(HashMap::new()),
                 abandoned: Mutex::new(Abandoned::default()),
-                next: AtomicU64::new(0),
             }),
         }
-    }
-
-    /// Requests this process is waiting on now, oldest first (the store may hold more:
-    /// see [`list`](Self::list)).
-    pub fn pending(&self) -> Vec<PendingApproval> {
-        let waiting = lock(&self.inner.waiting);
-        let mut list: Vec<_> = waiting.values().collect();
-        list.sort_by_key(|w| w.seq);
-        list.into_iter().map(|w| w.view.clone()).collect()
     }
 
     /// Pending requests in the store, oldest first: unanswered, of unfinished tasks, and
@@ -248,10 +234,8 @@ impl HttpApprover {
         lock(&self.inner.abandoned).remove(&record.id);
         let mut waiting = lock(&self.inner.waiting);
         let w = waiting.entry(record.id.clone()).or_insert_with(|| Waiter {
-            view: PendingApproval::from(record),
             wake: Arc::new(Notify::new()),
             asks: 0,
-            seq: self.inner.next.fetch_add(1, Ordering::Relaxed),
         });
         w.asks += 1;
         Arc::clone(&w.wake)

@@ -155,7 +155,8 @@ pub(crate) async fn completions(
         .chat_slots
         .clone()
         .try_acquire_owned()
-        .map_err(|_| ApiError::QueueFull {
+        .map_err(|_| ApiError::Busy {
+            limit: state.chat_limit,
             retry_after: Duration::from_secs(1),
         })?;
     let (task, history) = split(&request.messages)?;

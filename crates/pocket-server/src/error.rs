@@ -17,6 +17,7 @@ use serde_json::json;
 /// | `Conflict` | 409 | `conflict` |
 /// | `PayloadTooLarge` | 413 | `payload_too_large` |
 /// | `QueueFull` | 429 (with `Retry-After`) | `queue_full` |
+/// | `Busy` | 429 (with `Retry-After`) | `busy` |
 /// | `TaskFailed` | 500 | `task_failed` |
 /// | `Internal` | 500 | `internal` |
 /// | `Unavailable` | 503 | `unavailable` |
@@ -48,6 +49,14 @@ pub enum ApiError {
         /// When to try again.
         retry_after: Duration,
     },
+    /// Too many synchronous requests (chat completions) in flight; try again after the hint.
+    #[error("{limit} chat completions are in flight already; retry after {} s", retry_after.as_secs().max(1))]
+    Busy {
+        /// The server's in-flight limit.
+        limit: usize,
+        /// When to try again.
+        retry_after: Duration,
+    },
     /// The task behind a synchronous request (chat completion) failed.
     #[error("the task failed: {0}")]
     TaskFailed(String),
@@ -71,7 +80,7 @@ impl ApiError {
             Self::NotFound(_) => StatusCode::NOT_FOUND,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::QueueFull { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::QueueFull { .. } | Self::Busy { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::TaskFailed(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
@@ -87,6 +96,7 @@ impl ApiError {
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::QueueFull { .. } => "queue_full",
+            Self::Busy { .. } => "busy",
             Self::TaskFailed(_) => "task_failed",
             Self::Internal(_) => "internal",
             Self::Unavailable(_) => "unavailable",
@@ -94,10 +104,10 @@ impl ApiError {
         }
     }
 
-    /// The `Retry-After` hint, for [`QueueFull`](Self::QueueFull).
+    /// The `Retry-After` hint, for [`QueueFull`](Self::QueueFull) and [`Busy`](Self::Busy).
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
-            Self::QueueFull { retry_after } => Some(*retry_after),
+            Self::QueueFull { retry_after } | Self::Busy { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

@@ -274,6 +274,7 @@ impl ServerBuilder {
                 live: live::Live::default(),
                 live_interval: self.live_interval,
                 chat_slots: Arc::new(tokio::sync::Semaphore::new(self.max_chat_in_flight)),
+                chat_limit: self.max_chat_in_flight,
             }),
         })
     }
@@ -301,6 +302,8 @@ pub(crate) struct AppState {
     pub(crate) live_interval: Duration,
     /// Chat completions in flight (see [`ServerBuilder::max_chat_in_flight`]).
     pub(crate) chat_slots: Arc<tokio::sync::Semaphore>,
+    /// Their limit, for the 429's message.
+    pub(crate) chat_limit: usize,
 }
 
 impl AppState {

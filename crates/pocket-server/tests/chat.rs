@@ -256,10 +256,14 @@ async fn beyond_the_in_flight_bound_a_completion_gets_429_with_retry_after() {
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     let body: Value = resp.json().await.unwrap();
-    assert_eq!(body["error"]["type"], "queue_full");
-    assert_eq!(body["error"]["code"], "queue_full");
+    assert_eq!(body["error"]["type"], "busy");
+    assert_eq!(body["error"]["code"], "busy");
     assert!(body["error"]["param"].is_null());
-    assert!(!body["error"]["message"].as_str().unwrap().is_empty());
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 chat completions are in flight"),
+        "{message}"
+    );
 
     h.run_cluster();
     let resp = first.await.unwrap();
