@@ -80,6 +80,57 @@ pub(super) fn from_json<T: DeserializeOwned>(column: &str, text: &str) -> Result
     })
 }
 
+/// The columns of an [`ApprovalRecord`](super::ApprovalRecord) (table alias `a`), for both
+/// SQL backends.
+macro_rules! approval_columns {
+    () => {
+        "a.id, a.task_id, a.agent, a.call_id, a.tool, a.risk, a.arguments, a.requested_at, \
+         a.decision, a.decided_at"
+    };
+}
+pub(super) use approval_columns;
+
+/// One [`ApprovalRecord`](super::ApprovalRecord) from a row of
+/// [`approval_columns!`], on either backend (text, `BIGINT` milliseconds and JSON text
+/// columns decode the same way on both).
+pub(super) fn approval_row<R>(row: &R) -> Result<super::ApprovalRecord, StoreError>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn col<'r, R, T>(row: &'r R, name: &str) -> Result<T, StoreError>
+    where
+        R: sqlx::Row,
+        for<'a> &'a str: sqlx::ColumnIndex<R>,
+        T: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    {
+        row.try_get(name).map_err(|e| {
+            corrupt(
+                format!("column `{name}` of pocket_approvals does not decode"),
+                Some(Box::new(e)),
+            )
+        })
+    }
+    let decision: Option<String> = col(row, "decision")?;
+    let decided_at: Option<i64> = col(row, "decided_at")?;
+    Ok(super::ApprovalRecord {
+        id: col(row, "id")?,
+        task_id: super::TaskId(col(row, "task_id")?),
+        agent: col(row, "agent")?,
+        call_id: col(row, "call_id")?,
+        tool: col(row, "tool")?,
+        risk: col(row, "risk")?,
+        arguments: from_json("arguments", &col::<R, String>(row, "arguments")?)?,
+        requested_at: super::from_ms(col(row, "requested_at")?),
+        decision: decision
+            .map(|d| from_json::<pocket_agent::Approval>("decision", &d))
+            .transpose()?,
+        decided_at: decided_at.map(super::from_ms),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,25 +2,16 @@
 
 use futures_util::future::BoxFuture;
 use pocket_agent::Approval;
-use sqlx::Row;
 use sqlx::migrate::{Migration, MigrationType};
-use sqlx::sqlite::{SqliteConnection, SqliteRow};
+use sqlx::sqlite::SqliteConnection;
 
+use super::super::StoreError;
 use super::super::approvals::{
     ApprovalRecord, ApprovalStore, Decided, NewApproval, check_same, pending_limit,
     validate_request,
 };
-use super::super::sql::{corrupt, from_json, to_json};
-use super::super::{StoreError, TaskId, from_ms};
+use super::super::sql::{approval_columns, approval_row, corrupt, to_json};
 use super::{SqliteStore, db};
-
-/// The columns of an [`ApprovalRecord`] (table alias `a`).
-macro_rules! approval_columns {
-    () => {
-        "a.id, a.task_id, a.agent, a.call_id, a.tool, a.risk, a.arguments, a.requested_at, \
-         a.decision, a.decided_at"
-    };
-}
 
 /// Migration 2: table `pocket_approvals`.
 pub(super) fn migration() -> Migration {
@@ -33,36 +24,6 @@ pub(super) fn migration() -> Migration {
         )),
         false,
     )
-}
-
-fn row(row: &SqliteRow) -> Result<ApprovalRecord, StoreError> {
-    fn col<'r, T>(row: &'r SqliteRow, name: &str) -> Result<T, StoreError>
-    where
-        T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-    {
-        row.try_get(name).map_err(|e| {
-            corrupt(
-                format!("column `{name}` of pocket_approvals does not decode"),
-                Some(Box::new(e)),
-            )
-        })
-    }
-    let decision: Option<String> = col(row, "decision")?;
-    let decided_at: Option<i64> = col(row, "decided_at")?;
-    Ok(ApprovalRecord {
-        id: col(row, "id")?,
-        task_id: TaskId(col(row, "task_id")?),
-        agent: col(row, "agent")?,
-        call_id: col(row, "call_id")?,
-        tool: col(row, "tool")?,
-        risk: col(row, "risk")?,
-        arguments: from_json("arguments", &col::<String>(row, "arguments")?)?,
-        requested_at: from_ms(col(row, "requested_at")?),
-        decision: decision
-            .map(|d| from_json::<Approval>("decision", &d))
-            .transpose()?,
-        decided_at: decided_at.map(from_ms),
-    })
 }
 
 async fn by_id(
@@ -80,7 +41,7 @@ async fn by_id(
         .await
         .map_err(db("reading an approval"))?
         .as_ref()
-        .map(row)
+        .map(approval_row)
         .transpose()
 }
 
@@ -189,7 +150,7 @@ impl ApprovalStore for SqliteStore {
                         .await
                         .map_err(db("listing pending approvals"))?
                         .iter()
-                        .map(row)
+                        .map(approval_row)
                         .collect()
                 })
             })
