@@ -97,11 +97,8 @@ async fn pending_requests_are_listed_and_answered_over_http() {
     let message = expect_error(resp, 409, "conflict").await;
     assert!(message.contains("answered already (approve)"), "{message}");
     let resp = h
-        .post("/v1/approvals/apr-unknown")
-        .json(&json!({"decision": "approve"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/approvals/apr-unknown", &json!({"decision": "approve"}))
+        .await;
     expect_error(resp, 404, "not_found").await;
     h.stop().await;
 }

@@ -29,12 +29,7 @@ const ANSWER: &str = "I have no tool for this. You asked: what now";
 async fn completion_runs_the_agent_and_answers_in_openai_shape() {
     let mut h = Harness::start(Options::default()).await;
     h.run_cluster();
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
@@ -81,12 +76,7 @@ async fn completion_runs_the_agent_and_answers_in_openai_shape() {
 async fn streaming_completion_sends_chunks_then_done() {
     let mut h = Harness::start(Options::default()).await;
     h.run_cluster();
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(true)).await;
     assert_eq!(resp.status(), 200);
     assert_eq!(
         resp.headers()["content-type"].to_str().unwrap(),
@@ -142,11 +132,8 @@ async fn streaming_completion_sends_chunks_then_done() {
 
     // The same request without streaming answers the same text.
     let body: Value = h
-        .post("/v1/chat/completions")
-        .json(&request(false))
-        .send()
+        .post_json("/v1/chat/completions", &request(false))
         .await
-        .unwrap()
         .json()
         .await
         .unwrap();
@@ -158,11 +145,11 @@ async fn streaming_completion_sends_chunks_then_done() {
 async fn errors_use_openai_shape() {
     let h = Harness::start(Options::default()).await;
     let resp = h
-        .post("/v1/chat/completions")
-        .json(&json!({"model": "nobody", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "nobody", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(resp.status(), 404);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["type"], "not_found");
@@ -176,11 +163,11 @@ async fn errors_use_openai_shape() {
     );
 
     let resp = h
-        .post("/v1/chat/completions")
-        .json(&json!({"model": "helper", "messages": [{"role": "assistant", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "helper", "messages": [{"role": "assistant", "content": "hi"}]}),
+        )
+        .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(
@@ -190,11 +177,8 @@ async fn errors_use_openai_shape() {
     assert!(body["error"]["param"].is_null());
 
     let resp = h
-        .post("/v1/chat/completions")
-        .json(&json!({"messages": []}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/chat/completions", &json!({"messages": []}))
+        .await;
     assert_eq!(resp.status(), 400);
     let body: Value = resp.json().await.unwrap();
     assert!(body["error"]["message"].as_str().unwrap().contains("model"));
@@ -247,12 +231,7 @@ async fn beyond_the_in_flight_bound_a_completion_gets_429_with_retry_after() {
         async move { request.send().await.unwrap() }
     });
     followers(&h, 1).await;
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
     assert_eq!(resp.status(), 429);
     assert_eq!(resp.headers()["retry-after"], "1");
     let body: Value = resp.json().await.unwrap();
@@ -271,12 +250,7 @@ async fn beyond_the_in_flight_bound_a_completion_gets_429_with_retry_after() {
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["choices"][0]["message"]["content"], ANSWER);
     // The slot is free again.
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(false))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
     assert_eq!(resp.status(), 200);
     followers(&h, 0).await;
     h.stop().await;
@@ -290,12 +264,7 @@ async fn a_client_that_goes_away_leaves_no_follower_behind() {
     })
     .await;
     // Not running: the tasks stay queued while their clients wait.
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(true)).await;
     assert_eq!(resp.status(), 200);
     followers(&h, 1).await;
     drop(resp);
@@ -309,12 +278,7 @@ async fn a_client_that_goes_away_leaves_no_follower_behind() {
     waiting.abort();
     followers(&h, 0).await;
     // Its slot was given back too.
-    let resp = h
-        .post("/v1/chat/completions")
-        .json(&request(true))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/chat/completions", &request(true)).await;
     assert_eq!(resp.status(), 200);
     drop(resp);
     followers(&h, 0).await;

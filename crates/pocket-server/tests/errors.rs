@@ -24,12 +24,7 @@ async fn malformed_json_is_400_naming_the_problem() {
         "{message}"
     );
 
-    let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": 5}))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/tasks", &json!({"task": 5})).await;
     let message = expect_error(resp, 400, "invalid_request").await;
     assert!(
         message.starts_with("the JSON body does not match the schema"),
@@ -38,11 +33,8 @@ async fn malformed_json_is_400_naming_the_problem() {
     assert!(message.contains("task"), "{message}");
 
     let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "x", "colour": "red"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/tasks", &json!({"task": "x", "colour": "red"}))
+        .await;
     let message = expect_error(resp, 400, "invalid_request").await;
     assert!(message.contains("colour"), "{message}");
 
@@ -50,12 +42,7 @@ async fn malformed_json_is_400_naming_the_problem() {
     let message = expect_error(resp, 400, "invalid_request").await;
     assert!(message.contains("Content-Type"), "{message}");
 
-    let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "   "}))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/tasks", &json!({"task": "   "})).await;
     let message = expect_error(resp, 400, "invalid_request").await;
     assert_eq!(message, "`task` must not be blank");
     h.stop().await;
@@ -69,11 +56,8 @@ async fn a_body_over_the_limit_is_413() {
     })
     .await;
     let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "x".repeat(100)}))
-        .send()
-        .await
-        .unwrap();
+        .post_json("/v1/tasks", &json!({"task": "x".repeat(100)}))
+        .await;
     let message = expect_error(resp, 413, "payload_too_large").await;
     assert_eq!(message, "the request body is larger than 64 bytes");
     h.stop().await;
@@ -87,12 +71,7 @@ async fn a_full_queue_is_429_with_retry_after() {
     })
     .await;
     h.submit(json!({"task": "first"})).await;
-    let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "second"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/tasks", &json!({"task": "second"})).await;
     assert_eq!(resp.headers()["retry-after"], "7");
     expect_error(resp, 429, "queue_full").await;
     h.stop().await;
@@ -102,12 +81,7 @@ async fn a_full_queue_is_429_with_retry_after() {
 async fn a_draining_server_refuses_new_work_with_503() {
     let h = Harness::start(Options::default()).await;
     h.server.drain();
-    let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "too late"}))
-        .send()
-        .await
-        .unwrap();
+    let resp = h.post_json("/v1/tasks", &json!({"task": "too late"})).await;
     let message = expect_error(resp, 503, "unavailable").await;
     assert_eq!(message, "the server is shutting down");
     let resp = h.client.get(h.url("/readyz")).send().await.unwrap();
@@ -126,11 +100,11 @@ async fn a_response_slower_than_the_time_limit_is_504() {
     })
     .await;
     let resp = h
-        .post("/v1/chat/completions")
-        .json(&json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/chat/completions",
+            &json!({"model": "default", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
     expect_error(resp, 504, "timeout").await;
     h.stop().await;
 }

@@ -61,11 +61,11 @@ async fn idempotency_key_returns_the_same_id_and_refuses_a_different_body() {
     let second = h.submit(body).await;
     assert_eq!(first, second);
     let resp = h
-        .post("/v1/tasks")
-        .json(&json!({"task": "something else", "idempotency_key": "k-1"}))
-        .send()
-        .await
-        .unwrap();
+        .post_json(
+            "/v1/tasks",
+            &json!({"task": "something else", "idempotency_key": "k-1"}),
+        )
+        .await;
     let message = expect_error(resp, 409, "conflict").await;
     assert!(message.contains("idempotency_key"), "{message}");
     h.stop().await;

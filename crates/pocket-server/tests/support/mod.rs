@@ -183,13 +183,18 @@ impl Harness {
         self.client.post(self.url(path)).bearer_auth(KEY)
     }
 
+    /// `POST path` with a JSON body and the key; the response, whatever its status.
+    pub async fn post_json(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.post(path).json(body).send().await.unwrap()
+    }
+
     pub fn delete(&self, path: &str) -> reqwest::RequestBuilder {
         self.client.delete(self.url(path)).bearer_auth(KEY)
     }
 
     /// Submits a task; returns its id.
     pub async fn submit(&self, body: Value) -> String {
-        let resp = self.post("/v1/tasks").json(&body).send().await.unwrap();
+        let resp = self.post_json("/v1/tasks", &body).await;
         assert_eq!(resp.status(), 202);
         let body: Value = resp.json().await.unwrap();
         body["id"].as_str().unwrap().to_owned()
