@@ -81,6 +81,10 @@ pub struct RunRequest {
     /// Resume from this checkpoint instead of starting (the task and history are then
     /// ignored, and `before_run` hooks are not called again).
     pub resume: Option<Checkpoint>,
+    /// Stream the model's answers (text deltas as events) in this run; default: the
+    /// agent's [`streaming`](AgentBuilder::streaming) setting. A caller that knows nobody
+    /// watches the run's text passes `Some(false)` to spare the streaming protocol.
+    pub stream: Option<bool>,
 }
 
 impl std::fmt::Debug for RunRequest {
@@ -91,6 +95,7 @@ impl std::fmt::Debug for RunRequest {
             .field("run_id", &self.run_id)
             .field("durable", &self.checkpointer.is_some())
             .field("resume", &self.resume.as_ref().map(|c| c.iterations))
+            .field("stream", &self.stream)
             .finish()
     }
 }
@@ -338,6 +343,8 @@ impl AgentBuilder {
 /// cancellation still reports the partial transcript.
 struct RunState {
     request: CompletionRequest,
+    /// Call the model in streaming mode.
+    streaming: bool,
     iterations: u32,
     usage: Usage,
     records: Vec<ToolCallRecord>,
@@ -512,6 +519,7 @@ impl Agent {
                     options: inner.options.clone(),
                     deadline: inner.run_timeout.map(|t| tokio::time::Instant::now() + t),
                 },
+                streaming: request.stream.unwrap_or(inner.streaming),
                 iterations,
                 usage,
                 records,
@@ -737,7 +745,7 @@ impl Agent {
         );
         let started = Instant::now();
         let result = async {
-            if inner.streaming {
+            if state.streaming {
                 self.call_model_streaming(run, &state.request).await
             } else {
                 inner.model.complete(&state.request).await

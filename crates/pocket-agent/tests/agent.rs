@@ -802,6 +802,47 @@ async fn streaming_agents_emit_text_deltas() {
     assert_eq!(deltas.concat(), "hello world");
 }
 
+#[tokio::test]
+async fn a_run_can_turn_streaming_off_or_on_whatever_the_agent_says() {
+    fn deltas(rx: &mut tokio::sync::broadcast::Receiver<pocket_agent::AgentEvent>) -> String {
+        std::iter::from_fn(|| rx.try_recv().ok())
+            .filter_map(|e| match e.kind {
+                EventKind::TextDelta { text } => Some(text),
+                _ => None,
+            })
+            .collect()
+    }
+    let streaming = Agent::builder(ScriptedModel::new([Ok(Completion::text("one piece"))]))
+        .streaming(true)
+        .build()
+        .unwrap();
+    let mut rx = streaming.subscribe();
+    let request = RunRequest {
+        stream: Some(false),
+        ..RunRequest::new("x")
+    };
+    assert_eq!(
+        streaming.run_with(request).await.unwrap().answer,
+        "one piece"
+    );
+    assert_eq!(
+        deltas(&mut rx),
+        "",
+        "no deltas when the run turns streaming off"
+    );
+
+    let plain = Agent::builder(ScriptedModel::new([Ok(Completion::text("streamed"))]))
+        .build()
+        .unwrap();
+    let mut rx = plain.subscribe();
+    let request = RunRequest {
+        stream: Some(true),
+        ..RunRequest::new("x")
+    };
+    assert_eq!(plain.run_with(request).await.unwrap().answer, "streamed");
+    assert_eq!(deltas(&mut rx), "streamed");
+}
+
 #[test]
 fn build_refuses_duplicate_tools_and_zero_iterations() {
     let err = Agent::builder(ScriptedModel::new([]))

@@ -1284,6 +1284,9 @@ impl Shared {
             cancel: Some(entry.cancel.clone()),
             checkpointer: Some(checkpointer),
             resume,
+            // Nobody follows this run's steps: no text deltas to send, so the model answers
+            // in one piece (a follower who comes later gets the answer at the end).
+            stream: (!self.is_watched(&id)).then_some(false),
         };
         let breaker = self.agent_breakers.get(slot.agent_name()).cloned();
         // The breaker gates claims; a task claimed while its probe slots are taken runs

@@ -135,7 +135,7 @@ struct Inner {
     name: String,
     model: String,
     max_tokens: u32,
-    endpoint: String,
+    endpoint: reqwest::Url,
     key: HeaderValue,
     /// Kept only to redact it from error bodies that echo it.
     secret: ApiKey,
@@ -147,7 +147,7 @@ impl fmt::Debug for AnthropicModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicModel")
             .field("name", &self.inner.name)
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.endpoint.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -159,7 +159,7 @@ impl AnthropicModel {
     /// [`ConfigError`] if the base URL is not an http(s) URL, the key cannot be sent in a
     /// header, or the HTTP client cannot be built.
     pub fn new(config: AnthropicConfig) -> Result<Self, ConfigError> {
-        let base = http::normalize_base_url(&config.base_url)?;
+        let endpoint = http::endpoint(&config.base_url, "/v1/messages")?;
         let limits = Limits {
             timeout: config.timeout,
             connect_timeout: config.connect_timeout,
@@ -169,7 +169,7 @@ impl AnthropicModel {
                 name: format!("anthropic:{}", config.model),
                 model: config.model,
                 max_tokens: config.max_tokens,
-                endpoint: format!("{base}/v1/messages"),
+                endpoint,
                 key: http::secret_header(config.api_key.expose())?,
                 secret: config.api_key,
                 client: limits.client()?,
@@ -189,7 +189,7 @@ impl AnthropicModel {
 
     /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+        self.inner.endpoint.as_str()
     }
 }
 
@@ -202,7 +202,7 @@ impl Inner {
         let body = MessagesRequest::new(&self.model, self.max_tokens, request, stream);
         let mut builder = self
             .client
-            .post(&self.endpoint)
+            .post(self.endpoint.clone())
             .header("x-api-key", self.key.clone())
             .header("anthropic-version", API_VERSION)
             .json(&body);

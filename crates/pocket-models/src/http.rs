@@ -108,6 +108,15 @@ pub(crate) fn normalize_base_url(url: &str) -> Result<String, ConfigError> {
     Ok(trimmed.to_owned())
 }
 
+/// `path` under a checked base URL, parsed once here rather than on every request.
+pub(crate) fn endpoint(base_url: &str, path: &str) -> Result<reqwest::Url, ConfigError> {
+    let base = normalize_base_url(base_url)?;
+    reqwest::Url::parse(&format!("{base}{path}")).map_err(|e| ConfigError::InvalidBaseUrl {
+        url: base_url.to_owned(),
+        reason: e.to_string(),
+    })
+}
+
 /// A header value carrying a secret; marked sensitive so HTTP-level debug output hides it.
 pub(crate) fn secret_header(value: &str) -> Result<HeaderValue, ConfigError> {
     let mut header = HeaderValue::from_str(value).map_err(|_| ConfigError::InvalidApiKey)?;
@@ -133,6 +142,10 @@ impl Limits {
             .user_agent(concat!("pocket-agent/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(self.connect_timeout)
             .read_timeout(self.timeout)
+            // A provider's API answers where it is asked; a redirect is reported as the
+            // error it is rather than followed (with the key) somewhere else. It also
+            // spares cloning every request in case a redirect comes.
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ConfigError::Client {
                 source: Box::new(e),

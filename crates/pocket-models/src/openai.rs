@@ -123,7 +123,7 @@ pub struct OpenAiModel {
 struct Inner {
     name: String,
     model: String,
-    endpoint: String,
+    endpoint: reqwest::Url,
     auth: Option<HeaderValue>,
     /// Kept only to redact it from error bodies that echo it.
     secret: Option<ApiKey>,
@@ -135,7 +135,7 @@ impl fmt::Debug for OpenAiModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiModel")
             .field("name", &self.inner.name)
-            .field("endpoint", &self.inner.endpoint)
+            .field("endpoint", &self.inner.endpoint.as_str())
             .finish_non_exhaustive()
     }
 }
@@ -147,7 +147,7 @@ impl OpenAiModel {
     /// [`ConfigError`] if the base URL is not an http(s) URL, the key cannot be sent in a
     /// header, or the HTTP client cannot be built.
     pub fn new(config: OpenAiConfig) -> Result<Self, ConfigError> {
-        let base = http::normalize_base_url(&config.base_url)?;
+        let endpoint = http::endpoint(&config.base_url, "/chat/completions")?;
         let auth = config
             .api_key
             .as_ref()
@@ -161,7 +161,7 @@ impl OpenAiModel {
             inner: Arc::new(Inner {
                 name: format!("openai:{}", config.model),
                 model: config.model,
-                endpoint: format!("{base}/chat/completions"),
+                endpoint,
                 auth,
                 secret: config.api_key,
                 client: limits.client()?,
@@ -180,7 +180,7 @@ impl OpenAiModel {
 
     /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        &self.inner.endpoint
+        self.inner.endpoint.as_str()
     }
 }
 
@@ -202,7 +202,7 @@ impl Inner {
                 include_usage: true,
             }),
         };
-        let mut builder = self.client.post(&self.endpoint).json(&body);
+        let mut builder = self.client.post(self.endpoint.clone()).json(&body);
         builder = if stream {
             builder.header(ACCEPT, "text/event-stream")
         } else {

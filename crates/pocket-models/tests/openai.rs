@@ -671,3 +671,15 @@ async fn dotted_tool_names_are_encoded_on_the_wire_and_decoded_back() {
         "fs__read_text_file"
     );
 }
+
+#[tokio::test]
+async fn a_redirect_is_an_error_not_followed_with_the_key() {
+    // Were it followed, the second request would reach this same server and be recorded.
+    let (srv, recorded) = server(|| raw(307, &[("location", "/v1/elsewhere")], "moved")).await;
+    let e = err(model(&srv.url).complete(&hello()).await);
+    assert!(
+        matches!(&e, ModelError::MalformedResponse { message } if message.contains("unexpected HTTP status 307")),
+        "{e:?}"
+    );
+    recorded.single();
+}
