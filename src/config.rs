@@ -125,6 +125,11 @@ pub(crate) struct ServerConfig {
     pub(crate) session_ttl_secs: f64,
     /// Interval of the dashboard's live series, in seconds. Default: 5.
     pub(crate) live_interval_secs: f64,
+    /// A non-streaming chat completion runs at once on a free instance of this server
+    /// instead of as a queued task (queued when none is free): much less latency and CPU,
+    /// but not durable (a crash loses it with the caller's connection). `false`: every
+    /// completion is a durable task. Default: `true`.
+    pub(crate) chat_direct: bool,
 }
 
 impl Default for ServerConfig {
@@ -139,6 +144,7 @@ impl Default for ServerConfig {
             default_agent: None,
             session_ttl_secs: pocket_server::DEFAULT_SESSION_TTL.as_secs_f64(),
             live_interval_secs: pocket_server::DEFAULT_LIVE_INTERVAL.as_secs_f64(),
+            chat_direct: true,
         }
     }
 }

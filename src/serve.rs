@@ -154,6 +154,7 @@ pub(crate) fn build_server(
         .cors_origins(settings.cors_origins.iter().cloned())
         .session_ttl(settings.session_ttl())
         .live_interval(settings.live_interval())
+        .chat_direct(settings.chat_direct)
         .default_agent(default_agent)
         .build()
         .map_err(|e| SettingError {

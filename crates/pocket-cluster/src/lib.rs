@@ -83,5 +83,6 @@ pub use pool::{
 };
 pub use report::{AgentScaling, ClusterReport, Overview, Performance};
 pub use worker::{
-    Cluster, ClusterBuilder, ClusterError, FactoryError, Stopped, TaskFollower, TaskWatch,
+    Cluster, ClusterBuilder, ClusterError, FactoryError, RunNow, RunNowError, Stopped,
+    TaskFollower, TaskWatch,
 };

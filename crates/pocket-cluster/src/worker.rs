@@ -64,6 +64,28 @@ pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
 /// Builds an agent instance from the agent's name (its configuration).
 type Factory = Arc<dyn Fn(&str) -> Result<Agent, FactoryError> + Send + Sync>;
 
+/// What [`Cluster::run_now`] did.
+#[derive(Debug)]
+pub enum RunNow {
+    /// It ran here: its answer, or why it has none.
+    Ran(Result<Box<pocket_agent::RunOutput>, RunNowError>),
+    /// Nothing ran (no instance free, the breaker refused, or the worker is stopping): the
+    /// request, untouched, to queue instead.
+    NotNow(RunRequest),
+}
+
+/// Why a run started with [`Cluster::run_now`] gave no answer.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RunNowError {
+    /// The run failed.
+    #[error(transparent)]
+    Agent(#[from] AgentError),
+    /// The run panicked (the instance is counted as failing).
+    #[error("the run panicked")]
+    Panicked,
+}
+
 /// Why a cluster could not be built or run.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -614,6 +636,54 @@ impl Cluster {
             &stats,
             scaling,
         ))
+    }
+
+    /// Runs `request` at once on a free instance of `agent` on this worker, in the caller's
+    /// task, without queueing it: for a caller that waits for the answer (a chat
+    /// completion), spared the queue's round trip (enqueue, claim, a task of its own, the
+    /// end sent back). [`RunNow::NotNow`] gives the request back, with nothing run, when
+    /// no instance of `agent` is free now, the agent's breaker refuses, or the worker is
+    /// not running ([`run`](Self::run)) or stopping: queue the task instead
+    /// ([`submit`](Self::submit)).
+    ///
+    /// Not durable: the run is not in the task store, so nothing resumes it if this
+    /// process dies (its caller's connection dies with it) and no queue retries a failed
+    /// run (the model and tool layers still retry their calls). The instance's load and
+    /// health and the agent's breaker count it like a queued run. Dropping the future
+    /// stops the run.
+    pub async fn run_now(&self, agent: &str, request: RunRequest) -> RunNow {
+        let shared = &*self.inner;
+        if !shared.running.load(Ordering::Acquire) || shared.stop.is_cancelled() {
+            return RunNow::NotNow(request);
+        }
+        let permit = match shared.agent_breakers.get(agent).map(|b| b.try_acquire()) {
+            None => None,
+            Some(Ok(permit)) => Some(permit),
+            Some(Err(_)) => return RunNow::NotNow(request),
+        };
+        let Ok(slot) = shared.pool.acquire(agent, &[]) else {
+            return RunNow::NotNow(request);
+        };
+        let started = Instant::now();
+        let result = AssertUnwindSafe(slot.agent().run_with(request))
+            .catch_unwind()
+            .await;
+        let (result, outcome) = match result {
+            Ok(Ok(output)) => (Ok(output), Outcome::Success),
+            Ok(Err(error)) => {
+                let outcome = outcome_of(&error);
+                (Err(RunNowError::Agent(error)), outcome)
+            }
+            Err(_panic) => {
+                tracing::error!(agent, instance = %slot.id(), "a direct run panicked");
+                (Err(RunNowError::Panicked), Outcome::Failure)
+            }
+        };
+        if let Some(permit) = permit {
+            permit.record(outcome);
+        }
+        slot.finish(outcome, started.elapsed());
+        RunNow::Ran(result.map(Box::new))
     }
 
     /// Begins a graceful shutdown of [`run`](Self::run) (also before it started: it then

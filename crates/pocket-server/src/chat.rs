@@ -13,15 +13,16 @@
 
 use std::convert::Infallible;
 use std::future::ready;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::{StreamExt, stream};
-use pocket_agent::{EventKind, Message, Usage};
-use pocket_cluster::{ClusterEvent, Following, NewTask, TaskRecord, TaskStatus};
-use serde::Deserialize;
+use pocket_agent::{EventKind, Message, RunRequest, Usage};
+use pocket_cluster::{ClusterEvent, Following, NewTask, RunNow, TaskRecord, TaskStatus};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio::sync::OwnedSemaphorePermit;
 
@@ -137,11 +138,105 @@ fn outcome(record: &TaskRecord) -> Result<(String, Usage), ApiError> {
 }
 
 fn usage_json(u: &Usage) -> Value {
-    json!({
-        "prompt_tokens": u.input_tokens,
-        "completion_tokens": u.output_tokens,
-        "total_tokens": u.total(),
+    json!(WireUsage::from(u))
+}
+
+/// A non-streaming answer in OpenAI's shape, serialized straight from borrowed fields.
+#[derive(Serialize)]
+struct Completion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: Option<&'static str>,
+    choices: [Choice<'a>; 1],
+    usage: WireUsage,
+}
+
+#[derive(Serialize)]
+struct Choice<'a> {
+    index: u32,
+    message: AnswerMessage<'a>,
+    logprobs: Option<()>,
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize)]
+struct AnswerMessage<'a> {
+    role: &'static str,
+    content: &'a str,
+    refusal: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+struct WireUsage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+}
+
+impl From<&Usage> for WireUsage {
+    fn from(u: &Usage) -> Self {
+        Self {
+            prompt_tokens: u.input_tokens,
+            completion_tokens: u.output_tokens,
+            total_tokens: u.total(),
+        }
+    }
+}
+
+/// A non-streaming answer in OpenAI's shape.
+fn completion_response(id: &str, model: &str, answer: &str, usage: &Usage) -> Response {
+    axum::Json(Completion {
+        id,
+        object: "chat.completion",
+        created: unix_now(),
+        model,
+        system_fingerprint: None,
+        choices: [Choice {
+            index: 0,
+            message: AnswerMessage {
+                role: "assistant",
+                content: answer,
+                refusal: None,
+            },
+            logprobs: None,
+            finish_reason: "stop",
+        }],
+        usage: WireUsage::from(usage),
     })
+    .into_response()
+}
+
+/// Ids of chat completions run directly (not queued, so without a task id): a random
+/// prefix per server and a counter, so they are unique across servers and cheap to make.
+#[derive(Debug)]
+pub(crate) struct Ids {
+    prefix: String,
+    next: AtomicU64,
+}
+
+impl Ids {
+    pub(crate) fn new() -> Self {
+        let mut bytes = [0u8; 8];
+        // Without OS randomness, the clock: unique enough for ids that are not secrets.
+        if getrandom::fill(&mut bytes).is_err() {
+            bytes = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+                .to_le_bytes();
+        }
+        Self {
+            prefix: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            next: AtomicU64::new(1),
+        }
+    }
+
+    /// `direct-` prefix and counter: also the run's id (approval ids derive from it).
+    pub(crate) fn next(&self) -> String {
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        format!("direct-{}-{n}", self.prefix)
+    }
 }
 
 pub(crate) async fn completions(
@@ -167,6 +262,33 @@ pub(crate) async fn completions(
         ))
         .into());
     }
+    let (task, history) = if state.chat_direct && !request.stream {
+        let id = state.chat_ids.next();
+        let run = RunRequest {
+            history,
+            run_id: Some(id),
+            // Nobody watches this run's text: the model answers in one piece.
+            stream: Some(false),
+            ..RunRequest::new(task)
+        };
+        match state.cluster.run_now(&request.model, run).await {
+            RunNow::Ran(Ok(output)) => {
+                drop(permit);
+                let id = format!("chatcmpl-{}", output.run_id);
+                return Ok(completion_response(
+                    &id,
+                    &request.model,
+                    &output.answer,
+                    &output.usage,
+                ));
+            }
+            RunNow::Ran(Err(e)) => return Err(ApiError::TaskFailed(e.to_string()).into()),
+            // No instance free here: queued like any task.
+            RunNow::NotNow(run) => (run.task, run.history),
+        }
+    } else {
+        (task, history)
+    };
     let mut new = NewTask::new(request.model.clone(), task);
     new.metadata = json!({"history": history, "source": "chat.completions"});
     // Only this task's end wakes this request; a stream also gets the run's steps, from
@@ -182,7 +304,7 @@ pub(crate) async fn completions(
     let chat_id = format!("chatcmpl-{id}");
     let created = unix_now();
     let model = request.model;
-    let updates = watch::follow(state.cluster.clone(), follower, state.draining.subscribe());
+    let updates = watch::follow(&state, follower);
 
     if !request.stream {
         let end = updates
@@ -200,21 +322,7 @@ pub(crate) async fn completions(
             .await
             .unwrap_or_else(|| Err(ApiError::Internal("the task's updates ended early".into())))?;
         drop(permit);
-        let body = json!({
-            "id": chat_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": model,
-            "system_fingerprint": null,
-            "choices": [{
-                "index": 0,
-                "message": {"role": "assistant", "content": answer, "refusal": null},
-                "logprobs": null,
-                "finish_reason": "stop",
-            }],
-            "usage": usage_json(&usage),
-        });
-        return Ok(axum::Json(body).into_response());
+        return Ok(completion_response(&chat_id, &model, &answer, &usage));
     }
 
     let relay = Relay {

@@ -143,9 +143,20 @@ pub struct ServerBuilder {
     session_ttl: Duration,
     live_interval: Duration,
     max_chat_in_flight: usize,
+    chat_direct: bool,
 }
 
 impl ServerBuilder {
+    /// Whether a non-streaming chat completion runs at once on a free local instance of its
+    /// agent ([`Cluster::run_now`]) instead of as a queued task; it is queued when none is
+    /// free. Direct runs skip the queue's round trip (about half the service's CPU per
+    /// completion, see BENCHMARKS.md) but are not durable: nothing resumes one whose
+    /// process dies, which also drops the caller's connection. Default: `true`.
+    pub fn chat_direct(mut self, on: bool) -> Self {
+        self.chat_direct = on;
+        self
+    }
+
     /// Chat completions in flight at most (streams count until they end); beyond it,
     /// `POST /v1/chat/completions` answers 429 with `Retry-After`. Default:
     /// [`DEFAULT_MAX_CHAT_IN_FLIGHT`].
@@ -269,12 +280,15 @@ impl ServerBuilder {
                 timeout: self.timeout,
                 default_agent: self.default_agent.unwrap_or_else(|| "default".into()),
                 draining: tokio::sync::watch::Sender::new(false),
+                ticks: tokio::sync::watch::Sender::new(0),
                 cors_origins: self.cors_origins,
                 sessions: auth::Sessions::new(self.session_ttl),
                 live: live::Live::default(),
                 live_interval: self.live_interval,
                 chat_slots: Arc::new(tokio::sync::Semaphore::new(self.max_chat_in_flight)),
                 chat_limit: self.max_chat_in_flight,
+                chat_direct: self.chat_direct,
+                chat_ids: chat::Ids::new(),
             }),
         })
     }
@@ -293,6 +307,9 @@ pub(crate) struct AppState {
     pub(crate) default_agent: String,
     /// `true` once draining; event streams end when it turns.
     pub(crate) draining: tokio::sync::watch::Sender<bool>,
+    /// Ticks every [`watch::POLL`] while serving: one clock for every follower's store
+    /// read, rather than a timer per request.
+    pub(crate) ticks: tokio::sync::watch::Sender<u64>,
     /// Allowed CORS origins (checked at build); empty: no CORS.
     pub(crate) cors_origins: Vec<String>,
     /// The dashboard's sign-in sessions.
@@ -304,6 +321,10 @@ pub(crate) struct AppState {
     pub(crate) chat_slots: Arc<tokio::sync::Semaphore>,
     /// Their limit, for the 429's message.
     pub(crate) chat_limit: usize,
+    /// Run non-streaming chat completions on a free local instance when there is one.
+    pub(crate) chat_direct: bool,
+    /// Ids of chat completions run directly.
+    pub(crate) chat_ids: chat::Ids,
 }
 
 impl AppState {
@@ -341,6 +362,7 @@ impl Server {
             session_ttl: DEFAULT_SESSION_TTL,
             live_interval: DEFAULT_LIVE_INTERVAL,
             max_chat_in_flight: DEFAULT_MAX_CHAT_IN_FLIGHT,
+            chat_direct: true,
         }
     }
 
@@ -418,10 +440,12 @@ impl Server {
         };
         // The dashboard's live series, until the server drains (or serving fails).
         let sampler = tokio::spawn(live::run(self.state.clone()));
+        let ticker = tokio::spawn(watch::tick(self.state.clone()));
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
         sampler.abort();
+        ticker.abort();
         served
     }
 }

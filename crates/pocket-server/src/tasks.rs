@@ -177,7 +177,7 @@ pub(crate) async fn events(
     // are forwarded while this stream lives.
     let follower = state.cluster.follow_task(&id, Following::Steps);
     record(&state, &id).await?; // 404 before the stream starts
-    let stream = watch::follow(state.cluster.clone(), follower, state.draining.subscribe())
+    let stream = watch::follow(&state, follower)
     .map(move |item| {
         Ok(match item {
             Ok(Update::Event(ClusterEvent::Agent { event, .. })) => Event::default()

@@ -1,20 +1,21 @@
 //! Following one task: its events (its run's steps too, when asked) until it is terminal.
 //! The cluster sends a task's events and end to its followers alone
 //! ([`Cluster::follow_task`]); the store is read once after the follower is registered (a
-//! task that ended before is not missed), at the end, and every [`POLL`] as a fallback
-//! (another worker may run it).
+//! task that ended before is not missed), at the end, and on every tick of the server's
+//! clock ([`POLL`]) as a fallback (another worker may run it).
 
 use std::time::Duration;
 
 use futures_util::Stream;
 use pocket_cluster::{Cluster, ClusterEvent, Followed, TaskFollower, TaskRecord};
 use tokio::sync::watch;
-use tokio::time::{Interval, MissedTickBehavior};
+use tokio::time::MissedTickBehavior;
 
 use crate::error::ApiError;
+use crate::{AppState, Shared};
 
 /// How often the store is read while following a task.
-const POLL: Duration = Duration::from_millis(250);
+pub(crate) const POLL: Duration = Duration::from_millis(250);
 
 /// One step of a followed task.
 #[derive(Debug)]
@@ -31,7 +32,11 @@ pub(crate) enum Update {
 struct Follow {
     cluster: Cluster,
     follower: TaskFollower,
-    poll: Interval,
+    /// The server's clock; a shared watch rather than a timer per follower, which cost
+    /// every request a timer-wheel entry to add and remove.
+    ticks: watch::Receiver<u64>,
+    /// The clock stopped (the server is not serving): no more polls.
+    no_ticks: bool,
     draining: watch::Receiver<bool>,
     check_now: bool,
     /// The follower will send nothing more: only the store tells.
@@ -39,20 +44,42 @@ struct Follow {
     done: bool,
 }
 
+/// Ticks the server's clock every [`POLL`] until aborted.
+pub(crate) async fn tick(state: Shared) {
+    let mut every = tokio::time::interval(POLL);
+    every.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        state.ticks.send_modify(|n| *n = n.wrapping_add(1));
+    }
+}
+
 /// The task's events until it is terminal, then [`Update::End`]; an error (and the end)
 /// when the store fails or the server drains. Register the follower before reading the
 /// task (or with [`Cluster::submit_followed`]), so nothing is missed in between.
 pub(crate) fn follow(
+    state: &AppState,
+    follower: TaskFollower,
+) -> impl Stream<Item = Result<Update, ApiError>> + Send + 'static + use<> {
+    follow_with(
+        state.cluster.clone(),
+        follower,
+        state.draining.subscribe(),
+        state.ticks.subscribe(),
+    )
+}
+
+fn follow_with(
     cluster: Cluster,
     follower: TaskFollower,
     draining: watch::Receiver<bool>,
+    ticks: watch::Receiver<u64>,
 ) -> impl Stream<Item = Result<Update, ApiError>> + Send + 'static {
-    let mut poll = tokio::time::interval_at(tokio::time::Instant::now() + POLL, POLL);
-    poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let state = Follow {
         cluster,
         follower,
-        poll,
+        ticks,
+        no_ticks: false,
         draining,
         check_now: true,
         quiet: false,
@@ -92,7 +119,10 @@ impl Follow {
                     }
                     None => self.quiet = true,
                 },
-                _ = self.poll.tick() => self.check_now = true,
+                ticked = self.ticks.changed(), if !self.no_ticks => match ticked {
+                    Ok(()) => self.check_now = true,
+                    Err(_) => self.no_ticks = true,
+                },
                 () = drained(&mut self.draining) => {
                     return Err(ApiError::Unavailable("the server is shutting down".into()));
                 }
@@ -180,7 +210,10 @@ mod tests {
         assert!(cluster.cancel(&id).await.unwrap());
         let follower = cluster.follow_task(&id, Following::Events);
         let (_draining, draining) = watch::channel(false);
-        let updates: Vec<_> = follow(cluster.clone(), follower, draining).collect().await;
+        let (_ticks, ticks) = watch::channel(0);
+        let updates: Vec<_> = follow_with(cluster.clone(), follower, draining, ticks)
+            .collect()
+            .await;
         assert_eq!(updates.len(), 1, "{updates:?}");
         assert!(
             matches!(&updates[0], Ok(Update::End(r)) if r.id == id && r.status == TaskStatus::Cancelled)
@@ -198,7 +231,8 @@ mod tests {
         let id = enqueued.id;
         assert_eq!(cluster.followers(), 1);
         let (_draining, draining) = watch::channel(false);
-        let mut updates = Box::pin(follow(cluster.clone(), follower, draining));
+        let (_ticks, ticks) = watch::channel(0);
+        let mut updates = Box::pin(follow_with(cluster.clone(), follower, draining, ticks));
         let canceller = cluster.clone();
         let cancelled = id.clone();
         tokio::spawn(async move { canceller.cancel(&cancelled).await.unwrap() });
@@ -219,9 +253,57 @@ mod tests {
             .await
             .unwrap();
         let (_draining, draining) = watch::channel(false);
-        let stream = follow(cluster.clone(), follower, draining);
+        let (_ticks, ticks) = watch::channel(0);
+        let stream = follow_with(cluster.clone(), follower, draining, ticks);
         assert_eq!(cluster.followers(), 1);
         drop(stream);
         assert_eq!(cluster.followers(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_task_run_by_another_worker_is_seen_on_the_next_tick() {
+        let cluster = cluster();
+        let (enqueued, follower) = cluster
+            .submit_followed(NewTask::new("default", "x"), Following::End)
+            .await
+            .unwrap();
+        let id = enqueued.id;
+        let (_draining, draining) = watch::channel(false);
+        let (clock, ticks) = watch::channel(0);
+        let mut updates = Box::pin(follow_with(cluster.clone(), follower, draining, ticks));
+        let quiet = Duration::from_millis(50);
+        assert!(
+            tokio::time::timeout(quiet, updates.next()).await.is_err(),
+            "queued: nothing to tell"
+        );
+
+        // Another worker (this cluster is not running) takes the task and finishes it: no
+        // event reaches this process; only the store knows.
+        let store = cluster.store();
+        let agents = ["default".to_owned()];
+        let claimed = store
+            .claim("elsewhere", &agents, &[], 1, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 1);
+        store
+            .complete(
+                &id,
+                "elsewhere",
+                serde_json::json!({"answer": "done there"}),
+            )
+            .await
+            .unwrap();
+        assert!(
+            tokio::time::timeout(quiet, updates.next()).await.is_err(),
+            "no tick yet: the store is not read"
+        );
+        clock.send_modify(|n| *n += 1);
+        let end = updates.next().await.unwrap().unwrap();
+        assert!(
+            matches!(&end, Update::End(r) if r.id == id && r.status == TaskStatus::Succeeded),
+            "{end:?}"
+        );
+        assert!(updates.next().await.is_none());
     }
 }

@@ -25,11 +25,8 @@ fn request(stream: bool) -> Value {
 
 const ANSWER: &str = "I have no tool for this. You asked: what now";
 
-#[tokio::test]
-async fn completion_runs_the_agent_and_answers_in_openai_shape() {
-    let mut h = Harness::start(Options::default()).await;
-    h.run_cluster();
-    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
+/// Checks a non-streaming answer's shape and returns its body.
+async fn answer_in_openai_shape(resp: reqwest::Response) -> Value {
     assert_eq!(resp.status(), 200);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["object"], "chat.completion");
@@ -49,6 +46,40 @@ async fn completion_runs_the_agent_and_answers_in_openai_shape() {
     );
     assert!(input > 0 && output > 0, "{usage}");
     assert_eq!(usage["total_tokens"].as_u64().unwrap(), input + output);
+    body
+}
+
+#[tokio::test]
+async fn a_completion_runs_at_once_on_a_free_instance_without_a_task() {
+    let mut h = Harness::start(Options::default()).await;
+    h.run_cluster();
+    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
+    let body = answer_in_openai_shape(resp).await;
+    let id = body["id"].as_str().unwrap();
+    assert!(id.starts_with("chatcmpl-direct-"), "{id}");
+    // Run directly: nothing was queued, and the instance counted the run.
+    let stats = h.cluster.store().stats().await.unwrap();
+    assert_eq!(
+        stats.by_status.iter().map(|(_, n)| n).sum::<u64>(),
+        0,
+        "{stats:?}"
+    );
+    let report = h.cluster.report().await.unwrap();
+    let succeeded: u64 = report.instances.iter().map(|i| i.succeeded).sum();
+    assert_eq!(succeeded, 1, "{:?}", report.instances);
+    h.stop().await;
+}
+
+#[tokio::test]
+async fn a_queued_completion_is_a_task_carrying_the_history() {
+    let mut h = Harness::start(Options {
+        chat_queued: true,
+        ..Options::default()
+    })
+    .await;
+    h.run_cluster();
+    let resp = h.post_json("/v1/chat/completions", &request(false)).await;
+    let body = answer_in_openai_shape(resp).await;
 
     // The task behind it carries the history.
     let task_id = body["id"].as_str().unwrap().trim_start_matches("chatcmpl-");

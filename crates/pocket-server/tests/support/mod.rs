@@ -33,6 +33,8 @@ pub struct Options {
     pub session_ttl: Option<Duration>,
     /// Chat completions in flight at most (default: the server's).
     pub max_chat_in_flight: Option<usize>,
+    /// Every chat completion is a queued task (no direct runs on a free instance).
+    pub chat_queued: bool,
 }
 
 /// A dangerous tool: approval required.
@@ -137,6 +139,9 @@ impl Harness {
         }
         if let Some(ttl) = options.session_ttl {
             server = server.session_ttl(ttl);
+        }
+        if options.chat_queued {
+            server = server.chat_direct(false);
         }
         if let Some(n) = options.max_chat_in_flight {
             server = server.max_chat_in_flight(n);
