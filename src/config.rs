@@ -130,6 +130,9 @@ pub(crate) struct ServerConfig {
     /// but not durable (a crash loses it with the caller's connection). `false`: every
     /// completion is a durable task. Default: `true`.
     pub(crate) chat_direct: bool,
+    /// Chat completions in flight at most (streams count until they end); beyond it, 429
+    /// with `Retry-After`. Default: 1024.
+    pub(crate) max_chat_in_flight: usize,
 }
 
 impl Default for ServerConfig {
@@ -145,6 +148,7 @@ impl Default for ServerConfig {
             session_ttl_secs: pocket_server::DEFAULT_SESSION_TTL.as_secs_f64(),
             live_interval_secs: pocket_server::DEFAULT_LIVE_INTERVAL.as_secs_f64(),
             chat_direct: true,
+            max_chat_in_flight: pocket_server::DEFAULT_MAX_CHAT_IN_FLIGHT,
         }
     }
 }
@@ -177,6 +181,9 @@ impl ServerConfig {
         }
         if self.body_limit_bytes == 0 {
             return Err(("body_limit_bytes", "must be at least 1".into()));
+        }
+        if self.max_chat_in_flight == 0 {
+            return Err(("max_chat_in_flight", "must be at least 1".into()));
         }
         for (key, value) in [
             ("request_timeout_secs", self.request_timeout_secs),
@@ -503,6 +510,10 @@ mod tests {
         assert_eq!(
             bad("[server]\nrequest_timeout_secs = 0\n").0,
             "request_timeout_secs"
+        );
+        assert_eq!(
+            bad("[server]\nmax_chat_in_flight = 0\n").0,
+            "max_chat_in_flight"
         );
         assert_eq!(
             bad("[server]\nlive_interval_secs = -1\n").0,

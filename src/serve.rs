@@ -155,6 +155,7 @@ pub(crate) fn build_server(
         .session_ttl(settings.session_ttl())
         .live_interval(settings.live_interval())
         .chat_direct(settings.chat_direct)
+        .max_chat_in_flight(settings.max_chat_in_flight)
         .default_agent(default_agent)
         .build()
         .map_err(|e| SettingError {
@@ -162,6 +163,7 @@ pub(crate) fn build_server(
                 pocket_server::BuildError::EmptyKey => "api keys",
                 pocket_server::BuildError::ZeroBodyLimit => "server.body_limit_bytes",
                 pocket_server::BuildError::ZeroTimeout => "server.request_timeout_secs",
+                pocket_server::BuildError::ZeroChatLimit => "server.max_chat_in_flight",
                 pocket_server::BuildError::InvalidOrigin(_) => "server.cors_origins",
                 pocket_server::BuildError::ZeroDashboardDuration => {
                     "server.session_ttl_secs or server.live_interval_secs"
