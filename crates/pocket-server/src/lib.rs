@@ -59,6 +59,7 @@ use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::serve::ListenerExt;
 use pocket_cluster::Cluster;
 use pocket_monitor::Monitor;
 use pocket_resilience::ResilienceHub;
@@ -441,6 +442,13 @@ impl Server {
         // The dashboard's live series, until the server drains (or serving fails).
         let sampler = tokio::spawn(live::run(self.state.clone()));
         let ticker = tokio::spawn(watch::tick(self.state.clone()));
+        // Small writes (SSE chunks, short answers) go out at once rather than waiting on
+        // Nagle's algorithm for the peer's (possibly delayed) ACK.
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "could not set TCP_NODELAY on a connection");
+            }
+        });
         let served = axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown)
             .await;
