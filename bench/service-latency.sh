@@ -2,8 +2,10 @@
 # The service overhead benchmark (issue 7): what `pocket serve` adds to
 # `POST /v1/chat/completions` over an OpenAI-compatible upstream. An open-loop generator
 # (`pocket-bench load`: fixed arrival rate, each request timed from when it is sent) loads
-#   1. the stub directly, then
-#   2. `pocket serve` (release binary) whose agent's model is the openai provider at the stub
+#   1. the stub directly,
+#   2. `pocket-bench proxy`, a bare pass-through to the stub on the same HTTP stack as
+#      `pocket serve` (axum in, reqwest out): the floor of one more hop on this machine, then
+#   3. `pocket serve` (release binary) whose agent's model is the openai provider at the stub
 #      (no tools: one model call per request; the stub answers text at once),
 # at each rate, and prints both and the difference. Raw JSON lines: target/bench-service.jsonl.
 #
@@ -22,6 +24,7 @@ STORE=${STORE:-memory:}      # pocket serve's task store
 PROFILE=${PROFILE:-}         # set: `perf record` pocket serve during its run at the last rate
 STUB_PORT=${STUB_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
+PROXY_PORT=${PROXY_PORT:-18092}
 TARGET=${CARGO_TARGET_DIR:-target}
 WORK=target/bench-service
 OUT=target/bench-service.jsonl
@@ -68,6 +71,12 @@ STUB_PID=$!
 PIDS+=($STUB_PID)
 wait_port "$STUB_PORT"
 
+"$TARGET/release/pocket-bench" proxy --listen "127.0.0.1:$PROXY_PORT" \
+  --upstream "http://127.0.0.1:$STUB_PORT/v1/chat/completions" 2> "$WORK/proxy.log" &
+PROXY_PID=$!
+PIDS+=($PROXY_PID)
+wait_port "$PROXY_PORT"
+
 export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key
 export POCKET_API_KEYS=bench-key
 BIN=$(cd "$TARGET/release" && pwd)
@@ -78,9 +87,11 @@ wait_port "$SERVE_PORT"
 
 : > "$OUT"
 for R in $RATES; do
-  for target in stub serve; do
+  for target in stub proxy serve; do
     if [ "$target" = stub ]; then
       url="http://127.0.0.1:$STUB_PORT/v1/chat/completions"; model=stub; key=()
+    elif [ "$target" = proxy ]; then
+      url="http://127.0.0.1:$PROXY_PORT/v1/chat/completions"; model=stub; key=()
     else
       url="http://127.0.0.1:$SERVE_PORT/v1/chat/completions"; model=default; key=(--key-env POCKET_API_KEYS)
     fi
@@ -91,7 +102,7 @@ for R in $RATES; do
       PERF=$!
     fi
     # CPU the target process uses over the whole run (warm-up included), from /proc.
-    if [ "$target" = stub ]; then TPID=$STUB_PID; else TPID=$SERVE_PID; fi
+    case $target in stub) TPID=$STUB_PID ;; proxy) TPID=$PROXY_PID ;; *) TPID=$SERVE_PID ;; esac
     cpu0=$(cpu_ticks "$TPID")
     "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
@@ -129,14 +140,17 @@ for r in rows:
     print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
           f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} "
           f"| {cpu_us:.0f} | {r.get('loadavg_1m', 0):.2f} |")
-print("\n| rate/s | overhead p50 ms | overhead p99 ms |")
-print("|---:|---:|---:|")
-for (label, rate), r in sorted(by.items(), key=lambda kv: kv[0][1]):
-    if label != "serve" or ("stub", rate) not in by:
-        continue
-    s = by[("stub", rate)]
+print("\nOverhead over the stub directly: of the bare proxy (one more hop), and of pocket serve.\n")
+print("| rate/s | proxy p50 ms | proxy p99 ms | serve p50 ms | serve p99 ms |")
+print("|---:|---:|---:|---:|---:|")
+def over(label, rate):
+    r, s = by.get((label, rate)), by[("stub", rate)]
+    if r is None:
+        return "–", "–"
     if r["ok"] < 0.99 * (r["sent"] + r["dropped"]):
-        print(f"| {rate:.0f} | overloaded: {r['ok']} of {r['sent'] + r['dropped']} answered | |")
-        continue
-    print(f"| {rate:.0f} | {r['p50_ms'] - s['p50_ms']:.3f} | {r['p99_ms'] - s['p99_ms']:.3f} |")
+        return f"overloaded: {r['ok']} of {r['sent'] + r['dropped']}", ""
+    return f"{r['p50_ms'] - s['p50_ms']:.3f}", f"{r['p99_ms'] - s['p99_ms']:.3f}"
+for rate in sorted({rate for (label, rate) in by if label == "stub"}):
+    (p50, p99), (s50, s99) = over("proxy", rate), over("serve", rate)
+    print(f"| {rate:.0f} | {p50} | {p99} | {s50} | {s99} |")
 PY

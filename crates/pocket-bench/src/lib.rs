@@ -6,6 +6,8 @@
 //!   one tool round each, at concurrency C (`pocket-bench agent`).
 //! - [`load`]: an open-loop load generator for `POST /v1/chat/completions`
 //!   (`pocket-bench load`).
+//! - [`proxy`]: a bare pass-through on the same HTTP stack as `pocket serve`, the floor of
+//!   one more hop (`pocket-bench proxy`).
 //! - [`stats`]: CPU time and peak RSS (`getrusage`), percentiles, the JSON report.
 //!
 //! `bench/peers.sh` and `bench/service-latency.sh` drive these binaries; the numbers are in
@@ -28,6 +30,8 @@
 //! ```
 
 pub mod load;
+pub mod proxy;
 pub mod runner;
+pub mod served;
 pub mod stats;
 pub mod stub;

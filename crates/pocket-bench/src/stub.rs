@@ -10,7 +10,6 @@
 //! tokens). `stream: true` gets the same answer as server-sent chunks, with a usage chunk
 //! when `stream_options.include_usage` is set.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -23,8 +22,8 @@ use axum::routing::post;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
+
+use crate::served::Served;
 
 /// How the stub answers.
 #[derive(Debug, Clone, Copy, Default)]
@@ -226,64 +225,13 @@ pub fn router(config: StubConfig) -> Router {
         .with_state(shared)
 }
 
-/// A running stub, stopped by [`shutdown`](Self::shutdown) (or aborted when dropped).
-#[derive(Debug)]
-pub struct Stub {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: JoinHandle<std::io::Result<()>>,
-}
-
-impl Stub {
-    /// The address it listens on.
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
-    }
-
-    /// `http://ADDR/v1`, the base URL an OpenAI client wants.
-    pub fn base_url(&self) -> String {
-        format!("http://{}/v1", self.addr)
-    }
-
-    /// Stops accepting, finishes requests in flight, and waits for the server task.
-    ///
-    /// # Errors
-    /// The server's I/O error, if it failed.
-    pub async fn shutdown(mut self) -> std::io::Result<()> {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        match (&mut self.task).await {
-            Ok(result) => result,
-            Err(e) => Err(std::io::Error::other(e)),
-        }
-    }
-}
-
-impl Drop for Stub {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+/// A running stub, stopped by [`Served::shutdown`] (or aborted when dropped).
+pub type Stub = Served;
 
 /// Binds `addr` (use port 0 for any free port) and serves the stub on a task.
 ///
 /// # Errors
 /// The address cannot be bound.
 pub async fn spawn(addr: &str, config: StubConfig) -> std::io::Result<Stub> {
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router(config))
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
-    Ok(Stub {
-        addr,
-        stop: Some(stop),
-        task,
-    })
+    Served::start(TcpListener::bind(addr).await?, router(config))
 }

@@ -1,11 +1,13 @@
 //! `pocket-bench agent …` runs the peer workload on Pocket Agent; `pocket-bench load …` is
 //! the open-loop load generator. Each prints one JSON line (see `bench/*.sh`).
+//! `pocket-bench proxy …` is a bare pass-through to an upstream, the floor of one more HTTP
+//! hop; it runs until SIGINT or SIGTERM.
 
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use pocket_bench::{load, runner};
+use pocket_bench::{load, proxy, runner};
 
 #[derive(Parser)]
 #[command(name = "pocket-bench")]
@@ -57,6 +59,16 @@ enum Command {
         /// A label for the report.
         #[arg(long, default_value = "")]
         label: String,
+    },
+    /// A bare pass-through of `POST /v1/chat/completions` to an upstream, until SIGINT or
+    /// SIGTERM: the floor of one more HTTP hop on this machine.
+    Proxy {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: String,
+        /// The upstream's full URL (`http://127.0.0.1:8089/v1/chat/completions`).
+        #[arg(long)]
+        upstream: String,
     },
 }
 
@@ -119,6 +131,24 @@ async fn main() -> anyhow::Result<()> {
             )
             .await?;
             serde_json::to_string(&report)?
+        }
+        Command::Proxy { listen, upstream } => {
+            let proxy = proxy::spawn(&listen, &upstream)
+                .await
+                .with_context(|| format!("cannot proxy {listen} to {upstream}"))?;
+            #[allow(clippy::print_stderr, reason = "the binary's own start-up line")]
+            {
+                eprintln!("pocket-bench proxy on {} to {upstream}", proxy.addr());
+            }
+            let mut term =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .context("cannot install the SIGTERM handler")?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            proxy.shutdown().await.context("proxy server")?;
+            return Ok(());
         }
     };
     #[allow(clippy::print_stdout, reason = "the binary's output")]
