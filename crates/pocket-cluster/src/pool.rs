@@ -411,6 +411,8 @@ struct PoolInner {
     hub: Option<ResilienceHub>,
     next_id: AtomicU64,
     freed: Notify,
+    /// Whether a freed slot wakes [`Pool::freed`] (see [`Pool::want_frees`]).
+    frees_wanted: AtomicBool,
     epoch: Instant,
 }
 
@@ -450,6 +452,7 @@ impl Pool {
                 hub,
                 next_id: AtomicU64::new(1),
                 freed: Notify::new(),
+                frees_wanted: AtomicBool::new(true),
                 epoch: Instant::now(),
             }),
         }
@@ -774,6 +777,25 @@ impl Pool {
         self.inner.freed.notified().await;
     }
 
+    /// Whether a freed slot wakes whoever waits in [`freed`](Self::freed) (registering an
+    /// instance and [`wake`](Self::wake) always do). The dispatcher wants frees only while
+    /// work may wait for a slot (its last claim was cut short by full slots, or a claimed
+    /// task waits for an instance); otherwise every run that ends on this pool, such as a
+    /// direct one ([`Cluster::run_now`](crate::Cluster::run_now)), would wake it for a claim
+    /// that finds nothing — a store query per run. Default: `true`.
+    pub(crate) fn want_frees(&self, on: bool) {
+        self.inner.frees_wanted.store(on, Ordering::SeqCst);
+        // Pairs with the fence in `Slot::release`: either the dispatcher's next look at the
+        // free slots sees a slot freed meanwhile, or that release sees `on` and wakes it.
+        std::sync::atomic::fence(Ordering::SeqCst);
+    }
+
+    /// Whether freed slots wake the dispatcher now (see [`want_frees`](Self::want_frees)).
+    #[cfg(test)]
+    pub(crate) fn frees_wanted(&self) -> bool {
+        self.inner.frees_wanted.load(Ordering::SeqCst)
+    }
+
     /// Wakes whoever waits in [`freed`](Self::freed).
     pub(crate) fn wake(&self) {
         self.inner.freed.notify_one();
@@ -873,7 +895,10 @@ impl Slot {
 
     fn release(&self) {
         self.instance.in_flight.fetch_sub(1, Ordering::AcqRel);
-        self.pool.freed.notify_one();
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.pool.frees_wanted.load(Ordering::SeqCst) {
+            self.pool.freed.notify_one();
+        }
     }
 }
 
@@ -902,4 +927,50 @@ impl Beat {
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use pocket_agent::{Agent, Completion, CompletionRequest, Model, ModelError};
+
+    use super::{Pool, Selection};
+
+    struct Ok;
+
+    impl Model for Ok {
+        fn name(&self) -> &str {
+            "ok"
+        }
+
+        async fn complete(&self, _: &CompletionRequest) -> Result<Completion, ModelError> {
+            Result::Ok(Completion::text("ok"))
+        }
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_wakes_the_dispatcher_only_when_it_wants_frees() {
+        let pool = Pool::new(Selection::P2c);
+        pool.register("a", Agent::builder(Ok).build().unwrap(), Vec::new(), 2);
+        // Registering wakes it: take that permit.
+        pool.freed().await;
+
+        pool.want_frees(false);
+        drop(pool.acquire("a", &[]).unwrap());
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), pool.freed())
+                .await
+                .is_err(),
+            "a free nobody wants must not wake the dispatcher"
+        );
+
+        pool.want_frees(true);
+        drop(pool.acquire("a", &[]).unwrap());
+        tokio::time::timeout(Duration::from_secs(10), pool.freed())
+            .await
+            .expect("a wanted free wakes the dispatcher (the permit is kept)");
+    }
 }

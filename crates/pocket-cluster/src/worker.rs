@@ -5,8 +5,9 @@
 //!
 //! - **Claims** batches for every (agent, capabilities) group of instances with free slots,
 //!   at most the free slots and `claim_batch`, under a lease of `lease_secs`; a full batch is
-//!   followed by another claim at once, an empty one by a wait for `poll_interval_ms`, a freed
-//!   slot or a local submit.
+//!   followed by another claim at once, an empty one by a wait for `poll_interval_ms`, a local
+//!   submit, or a freed slot when work may be waiting for one (a group had no free slot, or a
+//!   claimed task waits for an instance).
 //! - **Dispatches** each claimed task to an instance chosen by the [`Pool`]'s policy, or keeps
 //!   it (still leased) until one frees up.
 //! - **Runs** it with `agent.run_with(RunRequest { run_id: task id, checkpointer: the store,
@@ -63,6 +64,15 @@ pub type FactoryError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Builds an agent instance from the agent's name (its configuration).
 type Factory = Arc<dyn Fn(&str) -> Result<Agent, FactoryError> + Send + Sync>;
+
+/// What one claim round of the dispatcher found.
+#[derive(Debug, Default, Clone, Copy)]
+struct ClaimRound {
+    /// Some claim came back full: more work is likely waiting.
+    full: bool,
+    /// Some group of this worker's agents had no free slot, so it was not asked for work.
+    starved: bool,
+}
 
 /// What [`Cluster::run_now`] did.
 #[derive(Debug)]
@@ -220,6 +230,9 @@ pub(crate) struct Shared {
     pub(crate) instance_timeout: Duration,
     grace: Duration,
     poll: Duration,
+    /// Claim rounds run so far (tests check which events cause one).
+    #[cfg(test)]
+    claim_rounds: AtomicU64,
     retry_base: Duration,
     retry_max: Duration,
 }
@@ -412,6 +425,8 @@ impl ClusterBuilder {
             instance_timeout: c.instance_timeout()?,
             grace: c.shutdown_grace()?,
             poll: c.poll_interval(),
+            #[cfg(test)]
+            claim_rounds: AtomicU64::new(0),
             retry_base,
             retry_max,
             config: self.config,
@@ -1200,11 +1215,15 @@ impl Shared {
                 }
             }
             let mut more = false;
+            // Freed slots matter only while work may wait for one (see Pool::want_frees).
+            self.pool.want_frees(true);
             if pending.is_empty() {
                 match self.claim_round(&mut runs, &mut pending).await {
-                    Ok(full) => {
+                    Ok(round) => {
                         claim_failures = 0;
-                        more = full;
+                        more = round.full;
+                        self.pool
+                            .want_frees(round.full || round.starved || !pending.is_empty());
                     }
                     Err(e) => {
                         claim_failures = claim_failures.saturating_add(1);
@@ -1228,16 +1247,21 @@ impl Shared {
         self.drain(runs, pending).await
     }
 
-    /// One claim per (agent, capabilities) group with free slots; `true` if some claim
-    /// came back full (more work is likely waiting).
+    /// One claim per (agent, capabilities) group with free slots.
     async fn claim_round(
         self: &Arc<Self>,
         runs: &mut JoinSet<()>,
         pending: &mut Vec<Waiting>,
-    ) -> Result<bool, StoreError> {
-        let mut full = false;
+    ) -> Result<ClaimRound, StoreError> {
+        let mut round = ClaimRound::default();
+        #[cfg(test)]
+        self.claim_rounds.fetch_add(1, Ordering::SeqCst);
         for (agent, capabilities, free) in self.pool.claimable() {
-            if free == 0 || !self.agents.iter().any(|a| a.name == agent) {
+            if !self.agents.iter().any(|a| a.name == agent) {
+                continue;
+            }
+            if free == 0 {
+                round.starved = true;
                 continue;
             }
             let limit = free.min(self.config.claim_batch) as usize;
@@ -1246,7 +1270,7 @@ impl Shared {
                 .store
                 .claim(&self.worker, &agents, &capabilities, limit, self.lease)
                 .await?;
-            full |= claimed.len() == limit;
+            round.full |= claimed.len() == limit;
             let now = SystemTime::now();
             for c in claimed {
                 let id = c.record.id.clone();
@@ -1269,7 +1293,7 @@ impl Shared {
                 pending.extend(self.dispatch(c, entry, runs));
             }
         }
-        Ok(full)
+        Ok(round)
     }
 
     /// Starts a claimed task on an instance, or gives it back when none can take it now.
@@ -1645,12 +1669,16 @@ mod tests {
     use crate::store::{MemoryStore, StoreOptions};
 
     fn cluster() -> Cluster {
+        cluster_with(ClusterConfig {
+            poll_interval_ms: 5,
+            ..ClusterConfig::default()
+        })
+    }
+
+    fn cluster_with(config: ClusterConfig) -> Cluster {
         let store: Arc<dyn TaskStore> = Arc::new(MemoryStore::new(StoreOptions::new()));
         Cluster::builder(store)
-            .config(ClusterConfig {
-                poll_interval_ms: 5,
-                ..ClusterConfig::default()
-            })
+            .config(config)
             .agent("default")
             .factory(|name| {
                 Ok(Agent::builder(SimModel::new(SimConfig::default()))
@@ -1786,5 +1814,110 @@ mod tests {
         drop(follower);
         drop(end_only);
         assert_eq!(cluster.followers(), 0);
+    }
+
+    /// One instance of one slot, and a poll so long that only a wake-up can start a run.
+    fn one_slot_cluster() -> Cluster {
+        cluster_with(ClusterConfig {
+            poll_interval_ms: 600_000,
+            min_instances: 1,
+            max_instances: 1,
+            instance_concurrency: 1,
+            ..ClusterConfig::default()
+        })
+    }
+
+    /// Waits (at most 10 s) until the dispatcher's wish for freed slots is `wanted`.
+    async fn frees_wanted(cluster: &Cluster, wanted: bool) {
+        let pool = &cluster.inner.pool;
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while pool.frees_wanted() != wanted {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the dispatcher never set frees_wanted = {wanted}"));
+    }
+
+    #[tokio::test]
+    async fn a_direct_run_does_not_wake_an_idle_dispatcher() {
+        let cluster = one_slot_cluster();
+        let runner = cluster.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        // The first claim round finds the queue empty with a slot free: nothing can wait
+        // for a slot, so frees need not wake the dispatcher.
+        frees_wanted(&cluster, false).await;
+        let rounds = cluster.inner.claim_rounds.load(Ordering::SeqCst);
+        for n in 0..3 {
+            match cluster
+                .run_now("default", RunRequest::new(format!("direct {n}")))
+                .await
+            {
+                RunNow::Ran(Ok(output)) => assert!(output.answer.contains("direct"), "{output:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(!cluster.inner.pool.frees_wanted());
+        // Give a wrongly woken dispatcher the time to claim.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(
+            cluster.inner.claim_rounds.load(Ordering::SeqCst),
+            rounds,
+            "a direct run's end must not make the dispatcher ask the store for work"
+        );
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_task_queued_while_every_slot_is_busy_starts_when_one_frees() {
+        let cluster = one_slot_cluster();
+        let runner = cluster.clone();
+        let store = Arc::clone(cluster.store());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        frees_wanted(&cluster, false).await;
+        // The only slot is taken (as by a long direct run), then a task comes.
+        let held = cluster.inner.pool.acquire("default", &[]).unwrap();
+        let id = cluster
+            .submit(NewTask::new("default", "queued"))
+            .await
+            .unwrap()
+            .id;
+        // The submit woke the dispatcher; no slot was free, so it now waits for one.
+        frees_wanted(&cluster, true).await;
+        assert_eq!(
+            store.get(&id).await.unwrap().unwrap().status,
+            TaskStatus::Queued
+        );
+        drop(held);
+        // The poll is 10 minutes away: only the freed slot can start the task.
+        tokio::time::timeout(Duration::from_secs(20), async {
+            while !store
+                .get(&id)
+                .await
+                .unwrap()
+                .is_some_and(|t| t.status == TaskStatus::Succeeded)
+            {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the task did not run after its slot was freed");
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
     }
 }
