@@ -130,6 +130,10 @@ pub(crate) struct ServerConfig {
     /// but not durable (a crash loses it with the caller's connection). `false`: every
     /// completion is a durable task. Default: `true`.
     pub(crate) chat_direct: bool,
+    /// How long a direct chat completion waits for a busy agent's slot before it is queued
+    /// as a task, in milliseconds (0: queue at once). It does not wait while queued tasks
+    /// wait for a slot. Default: 100.
+    pub(crate) chat_direct_wait_ms: u64,
     /// Chat completions in flight at most (streams count until they end); beyond it, 429
     /// with `Retry-After`. Default: 1024.
     pub(crate) max_chat_in_flight: usize,
@@ -148,6 +152,7 @@ impl Default for ServerConfig {
             session_ttl_secs: pocket_server::DEFAULT_SESSION_TTL.as_secs_f64(),
             live_interval_secs: pocket_server::DEFAULT_LIVE_INTERVAL.as_secs_f64(),
             chat_direct: true,
+            chat_direct_wait_ms: 100,
             max_chat_in_flight: pocket_server::DEFAULT_MAX_CHAT_IN_FLIGHT,
         }
     }
@@ -486,8 +491,21 @@ mod tests {
         assert_eq!(c.server.api_keys_env, "POCKET_API_KEYS");
         assert_eq!(c.server.request_timeout(), Duration::from_secs(300));
         assert_eq!(c.server.shutdown_grace(), Duration::from_secs(30));
+        assert!(c.server.chat_direct);
+        assert_eq!(c.server.chat_direct_wait_ms, 100);
+        assert_eq!(
+            c.server.max_chat_in_flight,
+            pocket_server::DEFAULT_MAX_CHAT_IN_FLIGHT
+        );
         c.server.validate().unwrap();
         assert_eq!(Config::default().server.cors_origins, Vec::<String>::new());
+        let c = Config::parse(
+            "[server]\nchat_direct = false\nchat_direct_wait_ms = 0\nmax_chat_in_flight = 8\n",
+        )
+        .unwrap();
+        assert!(!c.server.chat_direct);
+        assert_eq!(c.server.chat_direct_wait_ms, 0);
+        assert_eq!(c.server.max_chat_in_flight, 8);
     }
 
     #[test]

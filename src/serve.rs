@@ -155,6 +155,7 @@ pub(crate) fn build_server(
         .session_ttl(settings.session_ttl())
         .live_interval(settings.live_interval())
         .chat_direct(settings.chat_direct)
+        .chat_direct_wait(Duration::from_millis(settings.chat_direct_wait_ms))
         .max_chat_in_flight(settings.max_chat_in_flight)
         .default_agent(default_agent)
         .build()

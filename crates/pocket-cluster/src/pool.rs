@@ -39,7 +39,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::Duration;
 
@@ -413,6 +413,9 @@ struct PoolInner {
     freed: Notify,
     /// Whether a freed slot wakes [`Pool::freed`] (see [`Pool::want_frees`]).
     frees_wanted: AtomicBool,
+    /// Callers of [`Pool::acquire_within`] waiting for a slot, and their wake-up.
+    slot_waiters: AtomicUsize,
+    slot_freed: Notify,
     epoch: Instant,
 }
 
@@ -453,6 +456,8 @@ impl Pool {
                 next_id: AtomicU64::new(1),
                 freed: Notify::new(),
                 frees_wanted: AtomicBool::new(true),
+                slot_waiters: AtomicUsize::new(0),
+                slot_freed: Notify::new(),
                 epoch: Instant::now(),
             }),
         }
@@ -606,6 +611,45 @@ impl Pool {
             (true, true, true, false) => Unavailable::BreakerOpen { agent },
             _ => Unavailable::AtCapacity { agent },
         })
+    }
+
+    /// As [`acquire`](Self::acquire), but when every fitting instance is at its concurrency
+    /// limit ([`Unavailable::AtCapacity`]), waits up to `wait` for one of their slots to be
+    /// freed. Other refusals come back at once.
+    ///
+    /// # Errors
+    /// As [`acquire`](Self::acquire), once `wait` has passed.
+    pub async fn acquire_within(
+        &self,
+        agent: &str,
+        capabilities: &[String],
+        wait: Duration,
+    ) -> Result<Slot, Unavailable> {
+        if wait.is_zero() {
+            return self.acquire(agent, capabilities);
+        }
+        let deadline = tokio::time::Instant::now() + wait;
+        let inner = &*self.inner;
+        inner.slot_waiters.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&inner.slot_waiters);
+        loop {
+            // Registered before looking, so a slot freed after the look still wakes us.
+            let freed = inner.slot_freed.notified();
+            std::sync::atomic::fence(Ordering::SeqCst);
+            match self.acquire(agent, capabilities) {
+                Err(Unavailable::AtCapacity { .. }) => {}
+                done => return done,
+            }
+            if tokio::time::timeout_at(deadline, freed).await.is_err() {
+                return self.acquire(agent, capabilities);
+            }
+        }
+    }
+
+    /// Whether the dispatcher wants freed slots now (see [`want_frees`](Self::want_frees)):
+    /// claimed or queued work may be waiting for one.
+    pub(crate) fn frees_wanted(&self) -> bool {
+        self.inner.frees_wanted.load(Ordering::SeqCst)
     }
 
     /// Free slots among the eligible instances of `agent` with these capabilities: how many
@@ -790,12 +834,6 @@ impl Pool {
         std::sync::atomic::fence(Ordering::SeqCst);
     }
 
-    /// Whether freed slots wake the dispatcher now (see [`want_frees`](Self::want_frees)).
-    #[cfg(test)]
-    pub(crate) fn frees_wanted(&self) -> bool {
-        self.inner.frees_wanted.load(Ordering::SeqCst)
-    }
-
     /// Wakes whoever waits in [`freed`](Self::freed).
     pub(crate) fn wake(&self) {
         self.inner.freed.notify_one();
@@ -803,6 +841,15 @@ impl Pool {
 
     fn find(&self, id: &InstanceId) -> Option<Arc<Instance>> {
         self.snapshot().iter().find(|i| &i.id == id).cloned()
+    }
+}
+
+/// Counts a caller of [`Pool::acquire_within`] among the waiters until dropped.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -899,6 +946,9 @@ impl Slot {
         if self.pool.frees_wanted.load(Ordering::SeqCst) {
             self.pool.freed.notify_one();
         }
+        if self.pool.slot_waiters.load(Ordering::SeqCst) > 0 {
+            self.pool.slot_freed.notify_waiters();
+        }
     }
 }
 
@@ -937,7 +987,9 @@ mod tests {
 
     use pocket_agent::{Agent, Completion, CompletionRequest, Model, ModelError};
 
-    use super::{Pool, Selection};
+    use std::sync::atomic::Ordering;
+
+    use super::{Pool, Selection, Unavailable};
 
     struct Ok;
 
@@ -972,5 +1024,39 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(10), pool.freed())
             .await
             .expect("a wanted free wakes the dispatcher (the permit is kept)");
+    }
+
+    #[tokio::test]
+    async fn acquire_within_waits_for_a_slot_and_gives_up_after_its_wait() {
+        let pool = Pool::new(Selection::P2c);
+        pool.register("a", Agent::builder(Ok).build().unwrap(), Vec::new(), 1);
+        let held = pool.acquire("a", &[]).unwrap();
+        assert!(matches!(
+            pool.acquire_within("a", &[], Duration::ZERO).await,
+            Err(Unavailable::AtCapacity { .. })
+        ));
+        assert!(matches!(
+            pool.acquire_within("a", &[], Duration::from_millis(20))
+                .await,
+            Err(Unavailable::AtCapacity { .. })
+        ));
+        // Other refusals do not wait.
+        assert!(matches!(
+            pool.acquire_within("b", &[], Duration::from_secs(600))
+                .await,
+            Err(Unavailable::NoInstance { .. })
+        ));
+
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(held);
+        });
+        let slot = pool
+            .acquire_within("a", &[], Duration::from_secs(600))
+            .await
+            .expect("the slot freed meanwhile");
+        freer.await.unwrap();
+        assert_eq!(pool.inner.slot_waiters.load(Ordering::SeqCst), 0);
+        drop(slot);
     }
 }

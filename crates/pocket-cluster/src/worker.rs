@@ -656,28 +656,39 @@ impl Cluster {
     /// Runs `request` at once on a free instance of `agent` on this worker, in the caller's
     /// task, without queueing it: for a caller that waits for the answer (a chat
     /// completion), spared the queue's round trip (enqueue, claim, a task of its own, the
-    /// end sent back). [`RunNow::NotNow`] gives the request back, with nothing run, when
-    /// no instance of `agent` is free now, the agent's breaker refuses, or the worker is
-    /// not running ([`run`](Self::run)) or stopping: queue the task instead
-    /// ([`submit`](Self::submit)).
+    /// end sent back). When every instance of `agent` is busy it waits up to `wait` for a
+    /// slot, unless queued work already waits for one (then it does not wait: the queue
+    /// goes first). [`RunNow::NotNow`] gives the request back, with nothing run, when no
+    /// slot came free in time, the agent's breaker refuses, or the worker is not running
+    /// ([`run`](Self::run)) or stopping: queue the task instead ([`submit`](Self::submit)).
     ///
     /// Not durable: the run is not in the task store, so nothing resumes it if this
     /// process dies (its caller's connection dies with it) and no queue retries a failed
     /// run (the model and tool layers still retry their calls). The instance's load and
     /// health and the agent's breaker count it like a queued run. Dropping the future
     /// stops the run.
-    pub async fn run_now(&self, agent: &str, request: RunRequest) -> RunNow {
+    pub async fn run_now(&self, agent: &str, request: RunRequest, wait: Duration) -> RunNow {
         let shared = &*self.inner;
         if !shared.running.load(Ordering::Acquire) || shared.stop.is_cancelled() {
             return RunNow::NotNow(request);
         }
+        // Queued work waiting for a slot goes first: then this run joins the queue.
+        let wait = if shared.pool.frees_wanted() {
+            Duration::ZERO
+        } else {
+            wait
+        };
+        let slot = tokio::select! {
+            slot = shared.pool.acquire_within(agent, &[], wait) => slot,
+            () = shared.stop.cancelled() => return RunNow::NotNow(request),
+        };
+        let Ok(slot) = slot else {
+            return RunNow::NotNow(request);
+        };
         let permit = match shared.agent_breakers.get(agent).map(|b| b.try_acquire()) {
             None => None,
             Some(Ok(permit)) => Some(permit),
             Some(Err(_)) => return RunNow::NotNow(request),
-        };
-        let Ok(slot) = shared.pool.acquire(agent, &[]) else {
-            return RunNow::NotNow(request);
         };
         let started = Instant::now();
         let result = AssertUnwindSafe(slot.agent().run_with(request))
@@ -1857,7 +1868,11 @@ mod tests {
         let rounds = cluster.inner.claim_rounds.load(Ordering::SeqCst);
         for n in 0..3 {
             match cluster
-                .run_now("default", RunRequest::new(format!("direct {n}")))
+                .run_now(
+                    "default",
+                    RunRequest::new(format!("direct {n}")),
+                    Duration::ZERO,
+                )
                 .await
             {
                 RunNow::Ran(Ok(output)) => assert!(output.answer.contains("direct"), "{output:?}"),
@@ -1917,6 +1932,65 @@ mod tests {
         })
         .await
         .expect("the task did not run after its slot was freed");
+        stop.send(()).unwrap();
+        running.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_direct_run_waits_for_a_busy_slot_unless_queued_work_waits_first() {
+        let cluster = one_slot_cluster();
+        let runner = cluster.clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let running = tokio::spawn(async move {
+            runner
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        frees_wanted(&cluster, false).await;
+        let pool = &cluster.inner.pool;
+
+        // The only slot is busy: without a wait, the request comes back to be queued.
+        let held = pool.acquire("default", &[]).unwrap();
+        let request = RunRequest::new("now");
+        let back = cluster.run_now("default", request, Duration::ZERO).await;
+        assert!(matches!(back, RunNow::NotNow(_)), "{back:?}");
+
+        // With a wait, it runs once the slot is freed.
+        let freer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drop(held);
+        });
+        let ran = cluster
+            .run_now(
+                "default",
+                RunRequest::new("waited"),
+                Duration::from_secs(600),
+            )
+            .await;
+        assert!(
+            matches!(&ran, RunNow::Ran(Ok(output)) if output.answer.contains("waited")),
+            "{ran:?}"
+        );
+        freer.await.unwrap();
+
+        // A queued task waits for the slot: a direct run does not wait, it joins the queue.
+        let held = pool.acquire("default", &[]).unwrap();
+        cluster
+            .submit(NewTask::new("default", "queued"))
+            .await
+            .unwrap();
+        frees_wanted(&cluster, true).await;
+        let back = cluster
+            .run_now(
+                "default",
+                RunRequest::new("later"),
+                Duration::from_secs(600),
+            )
+            .await;
+        assert!(matches!(back, RunNow::NotNow(_)), "{back:?}");
+        drop(held);
         stop.send(()).unwrap();
         running.await.unwrap().unwrap();
     }

@@ -271,7 +271,11 @@ pub(crate) async fn completions(
             stream: Some(false),
             ..RunRequest::new(task)
         };
-        match state.cluster.run_now(&request.model, run).await {
+        match state
+            .cluster
+            .run_now(&request.model, run, state.chat_direct_wait)
+            .await
+        {
             RunNow::Ran(Ok(output)) => {
                 drop(permit);
                 let id = format!("chatcmpl-{}", output.run_id);

@@ -78,6 +78,9 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// The default bound on chat completions in flight: 1,024.
 pub const DEFAULT_MAX_CHAT_IN_FLIGHT: usize = 1024;
+
+/// Default of [`ServerBuilder::chat_direct_wait`]: 100 ms.
+pub const DEFAULT_CHAT_DIRECT_WAIT: Duration = Duration::from_millis(100);
 /// The default interval of the dashboard's live series: 5 seconds.
 pub const DEFAULT_LIVE_INTERVAL: Duration = Duration::from_secs(5);
 
@@ -145,9 +148,18 @@ pub struct ServerBuilder {
     live_interval: Duration,
     max_chat_in_flight: usize,
     chat_direct: bool,
+    chat_direct_wait: Duration,
 }
 
 impl ServerBuilder {
+    /// How long a direct chat completion waits for a busy agent's slot before it is queued
+    /// as a task instead ([`Cluster::run_now`]); it does not wait while queued tasks wait.
+    /// Default: [`DEFAULT_CHAT_DIRECT_WAIT`].
+    pub fn chat_direct_wait(mut self, wait: Duration) -> Self {
+        self.chat_direct_wait = wait;
+        self
+    }
+
     /// Whether a non-streaming chat completion runs at once on a free local instance of its
     /// agent ([`Cluster::run_now`]) instead of as a queued task; it is queued when none is
     /// free. Direct runs skip the queue's round trip (about half the service's CPU per
@@ -289,6 +301,7 @@ impl ServerBuilder {
                 chat_slots: Arc::new(tokio::sync::Semaphore::new(self.max_chat_in_flight)),
                 chat_limit: self.max_chat_in_flight,
                 chat_direct: self.chat_direct,
+                chat_direct_wait: self.chat_direct_wait,
                 chat_ids: chat::Ids::new(),
             }),
         })
@@ -324,6 +337,8 @@ pub(crate) struct AppState {
     pub(crate) chat_limit: usize,
     /// Run non-streaming chat completions on a free local instance when there is one.
     pub(crate) chat_direct: bool,
+    /// How long a direct run waits for a busy agent's slot.
+    pub(crate) chat_direct_wait: Duration,
     /// Ids of chat completions run directly.
     pub(crate) chat_ids: chat::Ids,
 }
@@ -364,6 +379,7 @@ impl Server {
             live_interval: DEFAULT_LIVE_INTERVAL,
             max_chat_in_flight: DEFAULT_MAX_CHAT_IN_FLIGHT,
             chat_direct: true,
+            chat_direct_wait: DEFAULT_CHAT_DIRECT_WAIT,
         }
     }
 
