@@ -11,6 +11,7 @@
 #
 #   bench/service-latency.sh
 #   RATES="1000 5000" DURATION=10 STORE=memory: bench/service-latency.sh
+#   REPEAT=3 bench/service-latency.sh   # 3 rounds of stub, proxy, serve per rate; medians
 #
 # Everything (generator, pocket serve, stub) shares this machine's cores.
 set -euo pipefail
@@ -18,6 +19,7 @@ cd "$(dirname "$0")/.."
 
 RATES=${RATES:-"1000 5000"}
 DURATION=${DURATION:-10}     # measured seconds per run
+REPEAT=${REPEAT:-1}          # rounds of (stub, proxy, serve) per rate
 WARMUP=${WARMUP:-2}          # unmeasured seconds first
 LATENCY_MS=${LATENCY_MS:-0}  # the stub's fixed latency
 STORE=${STORE:-memory:}      # pocket serve's task store
@@ -87,6 +89,7 @@ wait_port "$SERVE_PORT"
 
 : > "$OUT"
 for R in $RATES; do
+ for REP in $(seq "$REPEAT"); do
   for target in stub proxy serve; do
     if [ "$target" = stub ]; then
       url="http://127.0.0.1:$STUB_PORT/v1/chat/completions"; model=stub; key=()
@@ -95,9 +98,9 @@ for R in $RATES; do
     else
       url="http://127.0.0.1:$SERVE_PORT/v1/chat/completions"; model=default; key=(--key-env POCKET_API_KEYS)
     fi
-    echo "== $target at $R/s" >&2
+    echo "== $target at $R/s (round $REP of $REPEAT)" >&2
     PERF=
-    if [ -n "$PROFILE" ] && [ "$target" = serve ] && [ "$R" = "${RATES##* }" ]; then
+    if [ -n "$PROFILE" ] && [ "$target" = serve ] && [ "$R" = "${RATES##* }" ] && [ "$REP" = "$REPEAT" ]; then
       perf record -q -F 999 -g -o "$WORK/perf.data" -p "$SERVE_PID" -- sleep "$((WARMUP + DURATION))" 2>/dev/null &
       PERF=$!
     fi
@@ -108,12 +111,13 @@ for R in $RATES; do
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
       > "$WORK/last.json"
     cpu1=$(cpu_ticks "$TPID")
-    python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" <<'PY' | tee -a "$OUT" >&2
+    python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" "$REP" <<'PY' | tee -a "$OUT" >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["target_cpu_s"] = int(sys.argv[2]) / int(sys.argv[3])
 r["loadavg_1m"] = float(sys.argv[4])
 r["run_s"] = int(sys.argv[5])
+r["round"] = int(sys.argv[6])
 print(json.dumps(r))
 PY
     if [ -n "$PERF" ]; then
@@ -123,34 +127,51 @@ PY
       echo "== profile of pocket serve at $R/s: $WORK/perf.txt" >&2
     fi
   done
+ done
 done
 
 python3 - "$OUT" "$STORE" <<'PY'
-import json, sys
+import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"pocket serve store: {sys.argv[2]}\n")
-print("| target | rate/s (achieved) | ok | 429 shed | other errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms | target CPU µs/req | load avg |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | rate/s (achieved) | round | ok | 429 shed | other errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms | target CPU µs/req | load avg |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 by = {}
 for r in rows:
-    by[(r["label"], r["target_rate"])] = r
+    by[(r["label"], r["target_rate"], r.get("round", 1))] = r
     # Every request of the run (warm-up too) used the target's CPU: divide by all of them.
     total = r["target_rate"] * r.get("run_s", 0)
     cpu_us = r.get("target_cpu_s", 0) * 1e6 / total if total else 0
-    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
+    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r.get('round', 1)} | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
           f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} "
           f"| {cpu_us:.0f} | {r.get('loadavg_1m', 0):.2f} |")
-print("\nOverhead over the stub directly: of the bare proxy (one more hop), and of pocket serve.\n")
-print("| rate/s | proxy p50 ms | proxy p99 ms | serve p50 ms | serve p99 ms |")
-print("|---:|---:|---:|---:|---:|")
-def over(label, rate):
-    r, s = by.get((label, rate)), by[("stub", rate)]
-    if r is None:
-        return "–", "–"
-    if r["ok"] < 0.99 * (r["sent"] + r["dropped"]):
-        return f"overloaded: {r['ok']} of {r['sent'] + r['dropped']}", ""
-    return f"{r['p50_ms'] - s['p50_ms']:.3f}", f"{r['p99_ms'] - s['p99_ms']:.3f}"
-for rate in sorted({rate for (label, rate) in by if label == "stub"}):
-    (p50, p99), (s50, s99) = over("proxy", rate), over("serve", rate)
-    print(f"| {rate:.0f} | {p50} | {p99} | {s50} | {s99} |")
+print("\nOverhead over the stub directly, paired within each round (the stub runs just before):")
+print("of the bare proxy (one more hop) and of pocket serve; median over the rounds [min, max].\n")
+print("| rate/s | rounds | proxy p50 ms | proxy p99 ms | serve p50 ms | serve p99 ms |")
+print("|---:|---:|---:|---:|---:|---:|")
+def overloaded(r):
+    return r["ok"] < 0.99 * (r["sent"] + r["dropped"])
+def cell(values):
+    if not values:
+        return "–"
+    if len(values) == 1:
+        return f"{values[0]:.3f}"
+    return f"{statistics.median(values):.3f} [{min(values):.3f}, {max(values):.3f}]"
+for rate in sorted({k[1] for k in by if k[0] == "stub"}):
+    rounds = sorted({k[2] for k in by if k[0] == "stub" and k[1] == rate})
+    cells = []
+    for label in ("proxy", "serve"):
+        d50, d99, bad = [], [], 0
+        for n in rounds:
+            s, r = by[("stub", rate, n)], by.get((label, rate, n))
+            if r is None:
+                continue
+            if overloaded(r):
+                bad += 1
+                continue
+            d50.append(r["p50_ms"] - s["p50_ms"])
+            d99.append(r["p99_ms"] - s["p99_ms"])
+        note = f" ({bad} overloaded)" if bad else ""
+        cells += [cell(d50) + note, cell(d99)]
+    print(f"| {rate:.0f} | {len(rounds)} | " + " | ".join(cells) + " |")
 PY

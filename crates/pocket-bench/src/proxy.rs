@@ -75,18 +75,16 @@ mod tests {
         let proxy = spawn("127.0.0.1:0", &url).await.unwrap();
         let body = json!({"model": "stub", "messages": [{"role": "user", "content": "hi"}]});
         let client = reqwest::Client::new();
-        let answer: Value = client
-            .post(format!("http://{}/v1/chat/completions", proxy.addr()))
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap()
-            .error_for_status()
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let post = || {
+            client
+                .post(format!("http://{}/v1/chat/completions", proxy.addr()))
+                .json(&body)
+                .timeout(Duration::from_secs(10))
+                .send()
+        };
+        let answer = post().await.unwrap();
+        assert_eq!(answer.status(), 200);
+        let answer: Value = answer.json().await.unwrap();
         assert_eq!(
             answer["choices"][0]["message"]["content"],
             "Hello from the stub."
@@ -94,15 +92,7 @@ mod tests {
 
         // An upstream that is gone: 502, not a hang.
         stub.shutdown().await.unwrap();
-        let status = client
-            .post(format!("http://{}/v1/chat/completions", proxy.addr()))
-            .json(&body)
-            .timeout(Duration::from_secs(10))
-            .send()
-            .await
-            .unwrap()
-            .status();
-        assert_eq!(status, 502);
+        assert_eq!(post().await.unwrap().status(), 502);
         proxy.shutdown().await.unwrap();
     }
 }

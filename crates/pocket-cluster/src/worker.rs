@@ -1850,9 +1850,13 @@ mod tests {
         .unwrap_or_else(|_| panic!("the dispatcher never set frees_wanted = {wanted}"));
     }
 
-    #[tokio::test]
-    async fn a_direct_run_does_not_wake_an_idle_dispatcher() {
-        let cluster = one_slot_cluster();
+    /// Runs `cluster` on a task until the sender is used, once its dispatcher is idle.
+    async fn start(
+        cluster: &Cluster,
+    ) -> (
+        tokio::sync::oneshot::Sender<()>,
+        tokio::task::JoinHandle<Result<Stopped, ClusterError>>,
+    ) {
         let runner = cluster.clone();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let running = tokio::spawn(async move {
@@ -1862,9 +1866,16 @@ mod tests {
                 })
                 .await
         });
-        // The first claim round finds the queue empty with a slot free: nothing can wait
+        frees_wanted(cluster, false).await;
+        (stop, running)
+    }
+
+    #[tokio::test]
+    async fn a_direct_run_does_not_wake_an_idle_dispatcher() {
+        let cluster = one_slot_cluster();
+        // The first claim round found the queue empty with a slot free: nothing can wait
         // for a slot, so frees need not wake the dispatcher.
-        frees_wanted(&cluster, false).await;
+        let (stop, running) = start(&cluster).await;
         let rounds = cluster.inner.claim_rounds.load(Ordering::SeqCst);
         for n in 0..3 {
             match cluster
@@ -1894,17 +1905,8 @@ mod tests {
     #[tokio::test]
     async fn a_task_queued_while_every_slot_is_busy_starts_when_one_frees() {
         let cluster = one_slot_cluster();
-        let runner = cluster.clone();
         let store = Arc::clone(cluster.store());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        frees_wanted(&cluster, false).await;
+        let (stop, running) = start(&cluster).await;
         // The only slot is taken (as by a long direct run), then a task comes.
         let held = cluster.inner.pool.acquire("default", &[]).unwrap();
         let id = cluster
@@ -1939,16 +1941,7 @@ mod tests {
     #[tokio::test]
     async fn a_direct_run_waits_for_a_busy_slot_unless_queued_work_waits_first() {
         let cluster = one_slot_cluster();
-        let runner = cluster.clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let running = tokio::spawn(async move {
-            runner
-                .run(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        frees_wanted(&cluster, false).await;
+        let (stop, running) = start(&cluster).await;
         let pool = &cluster.inner.pool;
 
         // The only slot is busy: without a wait, the request comes back to be queued.
