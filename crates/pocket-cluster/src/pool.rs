@@ -633,8 +633,11 @@ impl Pool {
         inner.slot_waiters.fetch_add(1, Ordering::SeqCst);
         let _waiting = Waiting(&inner.slot_waiters);
         loop {
-            // Registered before looking, so a slot freed after the look still wakes us.
+            // Registered before looking, so a slot freed after the look still wakes us; each
+            // freed slot wakes one waiter (a waiter dropped once woken passes it on).
             let freed = inner.slot_freed.notified();
+            tokio::pin!(freed);
+            freed.as_mut().enable();
             std::sync::atomic::fence(Ordering::SeqCst);
             match self.acquire(agent, capabilities) {
                 Err(Unavailable::AtCapacity { .. }) => {}
@@ -947,7 +950,7 @@ impl Slot {
             self.pool.freed.notify_one();
         }
         if self.pool.slot_waiters.load(Ordering::SeqCst) > 0 {
-            self.pool.slot_freed.notify_waiters();
+            self.pool.slot_freed.notify_one();
         }
     }
 }
@@ -1058,5 +1061,36 @@ mod tests {
         freer.await.unwrap();
         assert_eq!(pool.inner.slot_waiters.load(Ordering::SeqCst), 0);
         drop(slot);
+    }
+
+    #[tokio::test]
+    async fn every_freed_slot_goes_to_a_waiter() {
+        let pool = Pool::new(Selection::P2c);
+        pool.register("a", Agent::builder(Ok).build().unwrap(), Vec::new(), 2);
+        let held = [
+            pool.acquire("a", &[]).unwrap(),
+            pool.acquire("a", &[]).unwrap(),
+        ];
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let pool = pool.clone();
+                tokio::spawn(async move {
+                    pool.acquire_within("a", &[], Duration::from_secs(600))
+                        .await
+                        .map(|slot| slot.id().clone())
+                })
+            })
+            .collect();
+        while pool.inner.slot_waiters.load(Ordering::SeqCst) < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        for waiter in waiters {
+            let got = tokio::time::timeout(Duration::from_secs(10), waiter)
+                .await
+                .expect("a waiter missed its freed slot")
+                .unwrap();
+            assert!(got.is_ok(), "{got:?}");
+        }
     }
 }
