@@ -26,8 +26,9 @@ use crate::model::{BoxModel, Model};
 use crate::plugin::{AfterRun, AfterTool, BeforeRun, BeforeTool, Plugin, RunInfo};
 use crate::tool::{Risk, SharedTool, Tool, ToolContext, ToolSpec};
 
-/// Capacity of the event channel; a subscriber that falls further behind loses the oldest.
-const EVENT_CAPACITY: usize = 1024;
+/// Events an agent's channel holds ([`Agent::subscribe`]): a subscriber that falls further
+/// behind loses the oldest.
+pub const EVENT_CAPACITY: usize = 1024;
 
 /// An agent: cheap to clone, safe to run from many tasks at once.
 #[derive(Clone)]

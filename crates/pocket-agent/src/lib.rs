@@ -73,7 +73,9 @@ pub mod plugin;
 pub mod testing;
 pub mod tool;
 
-pub use agent::{Agent, AgentBuilder, BuildError, RunOutput, RunRequest, ToolCallRecord};
+pub use agent::{
+    Agent, AgentBuilder, BuildError, EVENT_CAPACITY, RunOutput, RunRequest, ToolCallRecord,
+};
 pub use approval::{
     Approval, ApprovalError, ApprovalPolicy, ApprovalRequest, Approver, AutoApprove, DenyAll,
     OnApprovalFailure,

@@ -354,3 +354,53 @@ async fn promtool_accepts_the_exposition() {
     );
     monitor.shutdown().await;
 }
+
+/// Steady runs, then a burst that fits in the agent's event channel: all counted without a
+/// flush, none lost. (Under steady load the observer lets events gather for a moment after
+/// one wakes it; the moment is sized so that a burst like this one does not overflow.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn steady_runs_then_a_burst_are_counted_without_a_flush() {
+    const STEADY: usize = 400;
+    const BURST: usize = 200; // 800 events: within the channel's 1,024
+    let monitor = Monitor::builder(MonitorConfig::default())
+        .sample_interval(None)
+        .build()
+        .unwrap();
+    let agent = Agent::builder(model([]))
+        .name("bursty")
+        .plugin(monitor.plugin())
+        .build()
+        .unwrap();
+    let _observer = monitor.observe(&agent);
+    for _ in 0..STEADY / 10 {
+        let runs = (0..10).map(|_| agent.run("go"));
+        for result in futures_util::future::join_all(runs).await {
+            result.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let runs = (0..BURST).map(|_| agent.run("go"));
+    for result in futures_util::future::join_all(runs).await {
+        result.unwrap();
+    }
+    let calls = "pocket_model_calls_total";
+    let counted = || {
+        parse_exposition(&monitor.metrics().encode())
+            .get(calls)
+            .and_then(|f| f.value(calls, &[("model", "scripted"), ("outcome", "success")]))
+            .unwrap_or(0.0)
+    };
+    let all = (STEADY + BURST) as f64;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while counted() < all && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let lost = "pocket_monitor_events_lost_total";
+    let families = parse_exposition(&monitor.metrics().encode());
+    assert_eq!(
+        families[lost].value(lost, &[]).unwrap_or(0.0),
+        0.0,
+        "events lost"
+    );
+    assert_eq!(counted(), all);
+}
