@@ -32,6 +32,10 @@ pub struct LoadConfig {
     pub max_in_flight: usize,
     /// Time limit of one request.
     pub timeout: Duration,
+    /// When set, every measured request is written there as a CSV line (`due_ms`: when it
+    /// was due, from the first measured one; `latency_ms`; `ok`), to see when the slow ones
+    /// happened.
+    pub samples_out: Option<std::path::PathBuf>,
 }
 
 /// Why [`run`] could not start.
@@ -44,6 +48,14 @@ pub enum LoadError {
     /// The HTTP client could not be built.
     #[error("HTTP client")]
     Client(#[from] reqwest::Error),
+    /// The samples file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Samples {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// The result of one open-loop run; latencies in milliseconds.
@@ -82,6 +94,8 @@ pub struct LoadReport {
 }
 
 struct Sample {
+    /// When it was due, from the start of the run.
+    due: Duration,
     latency: Duration,
     lag: Duration,
     ok: bool,
@@ -174,6 +188,7 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
                 };
                 if measured {
                     let sample = Sample {
+                        due: intended - start,
                         latency: t0.elapsed(),
                         lag: t0.saturating_duration_since(intended),
                         ok,
@@ -195,6 +210,14 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
             .map_err(|_| LoadError::Invalid("a request task panicked while recording".into()))?,
     );
     let sent = samples.len();
+    if let Some(path) = &config.samples_out {
+        write_samples(path, &samples, nth(interval, warmup_n)).map_err(|source| {
+            LoadError::Samples {
+                path: path.clone(),
+                source,
+            }
+        })?;
+    }
     let mut latencies: Vec<Duration> = samples.iter().filter(|s| s.ok).map(|s| s.latency).collect();
     let mut lags: Vec<Duration> = samples.iter().map(|s| s.lag).collect();
     latencies.sort_unstable();
@@ -223,6 +246,29 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
         p99_start_lag_ms: ms(stats::percentile(&lags, 0.99)),
         generator_cpu_s,
     })
+}
+
+/// One CSV line per sample, in the order they were due.
+fn write_samples(
+    path: &std::path::Path,
+    samples: &[Sample],
+    first: Duration,
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let mut sorted: Vec<&Sample> = samples.iter().collect();
+    sorted.sort_unstable_by_key(|s| s.due);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);
+    writeln!(out, "due_ms,latency_ms,ok")?;
+    for s in sorted {
+        writeln!(
+            out,
+            "{:.3},{:.3},{}",
+            ms(s.due.saturating_sub(first)),
+            ms(s.latency),
+            u8::from(s.ok)
+        )?;
+    }
+    out.flush()
 }
 
 fn bytes_of(body: &str) -> Bytes {

@@ -59,6 +59,9 @@ enum Command {
         /// A label for the report.
         #[arg(long, default_value = "")]
         label: String,
+        /// Write every measured request there as CSV (`due_ms,latency_ms,ok`).
+        #[arg(long)]
+        samples_out: Option<std::path::PathBuf>,
     },
     /// A bare pass-through of `POST /v1/chat/completions` to an upstream, until SIGINT or
     /// SIGTERM: the floor of one more HTTP hop on this machine.
@@ -104,6 +107,7 @@ async fn main() -> anyhow::Result<()> {
             warmup_secs,
             max_in_flight,
             label,
+            samples_out,
         } => {
             let bearer = match key_env {
                 Some(var) => Some(std::env::var(&var).with_context(|| {
@@ -126,6 +130,7 @@ async fn main() -> anyhow::Result<()> {
                     warmup: secs("warmup-secs", warmup_secs)?,
                     max_in_flight,
                     timeout: Duration::from_secs(30),
+                    samples_out,
                 },
                 label,
             )
