@@ -12,8 +12,10 @@
 #   bench/service-latency.sh
 #   RATES="1000 5000" DURATION=10 STORE=memory: bench/service-latency.sh
 #   REPEAT=3 bench/service-latency.sh   # 3 rounds of stub, proxy, serve per rate; medians
+#   PIN=1 bench/service-latency.sh      # the proxy and pocket serve on CPU 0, the generator
+#                                       # and the stub on CPU 1 (taskset)
 #
-# Everything (generator, pocket serve, stub) shares this machine's cores.
+# Without PIN everything (generator, pocket serve, stub) shares this machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -24,6 +26,7 @@ WARMUP=${WARMUP:-2}          # unmeasured seconds first
 LATENCY_MS=${LATENCY_MS:-0}  # the stub's fixed latency
 STORE=${STORE:-memory:}      # pocket serve's task store
 PROFILE=${PROFILE:-}         # set: `perf record` pocket serve during its run at the last rate
+PIN=${PIN:-}                 # set: targets on CPU 0, generator and stub on CPU 1
 STUB_PORT=${STUB_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
 PROXY_PORT=${PROXY_PORT:-18092}
@@ -54,6 +57,10 @@ max_queued = 100000
 TOML
 
 ulimit -n 65536 2>/dev/null || true
+ON_SERVER=(); ON_CLIENT=()
+if [ -n "$PIN" ]; then
+  ON_SERVER=(taskset -c 0); ON_CLIENT=(taskset -c 1)
+fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
 cpu_ticks() {  # utime + stime of a process, in clock ticks
@@ -68,12 +75,12 @@ wait_port() {
   exit 1
 }
 
-"$TARGET/release/pocket-stub" --port "$STUB_PORT" --latency-ms "$LATENCY_MS" &
+"${ON_CLIENT[@]}" "$TARGET/release/pocket-stub" --port "$STUB_PORT" --latency-ms "$LATENCY_MS" &
 STUB_PID=$!
 PIDS+=($STUB_PID)
 wait_port "$STUB_PORT"
 
-"$TARGET/release/pocket-bench" proxy --listen "127.0.0.1:$PROXY_PORT" \
+"${ON_SERVER[@]}" "$TARGET/release/pocket-bench" proxy --listen "127.0.0.1:$PROXY_PORT" \
   --upstream "http://127.0.0.1:$STUB_PORT/v1/chat/completions" 2> "$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
@@ -82,7 +89,7 @@ wait_port "$PROXY_PORT"
 export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key
 export POCKET_API_KEYS=bench-key
 BIN=$(cd "$TARGET/release" && pwd)
-(cd "$WORK" && exec "$BIN/pocket" serve --config pocket.toml --listen "127.0.0.1:$SERVE_PORT" 2> serve.log) &
+(cd "$WORK" && exec "${ON_SERVER[@]}" "$BIN/pocket" serve --config pocket.toml --listen "127.0.0.1:$SERVE_PORT" 2> serve.log) &
 SERVE_PID=$!
 PIDS+=($SERVE_PID)
 wait_port "$SERVE_PORT"
@@ -107,7 +114,7 @@ for R in $RATES; do
     # CPU the target process uses over the whole run (warm-up included), from /proc.
     case $target in stub) TPID=$STUB_PID ;; proxy) TPID=$PROXY_PID ;; *) TPID=$SERVE_PID ;; esac
     cpu0=$(cpu_ticks "$TPID")
-    "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
+    "${ON_CLIENT[@]}" "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
       > "$WORK/last.json"
     cpu1=$(cpu_ticks "$TPID")
