@@ -12,6 +12,7 @@
 #   bench/service-latency.sh
 #   RATES="1000 5000" DURATION=10 STORE=memory: bench/service-latency.sh
 #   REPEAT=3 bench/service-latency.sh   # 3 rounds of stub, proxy, serve per rate; medians
+#   EVEN=1 bench/service-latency.sh     # requests evenly spaced, not in 1 ms bursts
 #   PIN=1 bench/service-latency.sh      # the proxy and pocket serve on CPU 0, the generator
 #                                       # and the stub on CPU 1 (taskset)
 #
@@ -27,6 +28,7 @@ LATENCY_MS=${LATENCY_MS:-0}  # the stub's fixed latency
 STORE=${STORE:-memory:}      # pocket serve's task store
 PROFILE=${PROFILE:-}         # set: `perf record` pocket serve during its run at the last rate
 PIN=${PIN:-}                 # set: targets on CPU 0, generator and stub on CPU 1
+EVEN=${EVEN:-}               # set: requests evenly spaced (pocket-bench load --even)
 STUB_PORT=${STUB_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
 PROXY_PORT=${PROXY_PORT:-18092}
@@ -57,7 +59,8 @@ max_queued = 100000
 TOML
 
 ulimit -n 65536 2>/dev/null || true
-ON_SERVER=(); ON_CLIENT=()
+ON_SERVER=(); ON_CLIENT=(); LOAD_OPTS=()
+if [ -n "$EVEN" ]; then LOAD_OPTS=(--even); fi
 if [ -n "$PIN" ]; then
   ON_SERVER=(taskset -c 0); ON_CLIENT=(taskset -c 1)
 fi
@@ -115,7 +118,7 @@ for R in $RATES; do
     case $target in stub) TPID=$STUB_PID ;; proxy) TPID=$PROXY_PID ;; *) TPID=$SERVE_PID ;; esac
     cpu0=$(cpu_ticks "$TPID")
     "${ON_CLIENT[@]}" "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
-      --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" \
+      --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" "${LOAD_OPTS[@]}" \
       > "$WORK/last.json"
     cpu1=$(cpu_ticks "$TPID")
     python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" "$REP" <<'PY' | tee -a "$OUT" >&2

@@ -1,7 +1,10 @@
 //! An open-loop load generator: requests start at a fixed arrival rate whatever the answers'
 //! latency (so a slow server meets a growing queue, as in production, instead of slowing the
-//! client down). Each request is timed from the moment it is sent; how late the generator
-//! itself started requests is reported too, so a run whose generator fell behind shows it.
+//! client down): request *i* is due at *i* / rate. By default the requests due are started
+//! each millisecond (Tokio's timer resolution), so they leave in small bursts;
+//! [`LoadConfig::even`] spaces them evenly with a pacing thread. Each request is timed from
+//! the moment it is sent; how late the generator itself started requests is reported too, so
+//! a run whose generator fell behind shows it.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -36,6 +39,9 @@ pub struct LoadConfig {
     /// was due, from the first measured one; `latency_ms`; `ok`), to see when the slow ones
     /// happened.
     pub samples_out: Option<std::path::PathBuf>,
+    /// Space requests evenly (a pacing thread) instead of starting those due each
+    /// millisecond. Costs every process more CPU per request (fewer requests per wake-up).
+    pub even: bool,
 }
 
 /// Why [`run`] could not start.
@@ -144,25 +150,20 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
     let cpu0 = stats::cpu_seconds();
     let start = tokio::time::Instant::now();
     let mut measured_start = None;
-    let mut i = 0usize;
-    while i < total {
-        let due = start + nth(interval, i);
-        tokio::time::sleep_until(due).await;
-        // Start every request that is due by now (the timer wakes at ms granularity).
-        let now = tokio::time::Instant::now();
-        while i < total && start + nth(interval, i) <= now {
+    {
+        // Starts request `i` (due at `start + i * interval`) unless too many are in flight.
+        let mut launch = |i: usize| {
             let intended = start + nth(interval, i);
             let measured = i >= warmup_n;
             if measured && measured_start.is_none() {
                 measured_start = Some(Instant::now());
             }
-            i += 1;
             while tasks.try_join_next().is_some() {}
             if tasks.len() >= config.max_in_flight {
                 if measured {
                     dropped += 1;
                 }
-                continue;
+                return;
             }
             let request = client
                 .post(&*url)
@@ -199,6 +200,43 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
                     }
                 }
             });
+        };
+        if config.even {
+            // A thread of its own keeps the arrival clock: it sleeps to each request's due
+            // time (to within the OS timer's slack, ~50 µs) and hands its index over.
+            let (due_tx, mut due_rx) = tokio::sync::mpsc::unbounded_channel::<usize>();
+            let std_start = start.into_std();
+            let pacer = std::thread::Builder::new()
+                .name("pocket-bench-pacer".into())
+                .spawn(move || {
+                    for i in 0..total {
+                        let due = std_start + nth(interval, i);
+                        let now = Instant::now();
+                        if due > now {
+                            std::thread::sleep(due - now);
+                        }
+                        if due_tx.send(i).is_err() {
+                            return;
+                        }
+                    }
+                })
+                .map_err(|e| LoadError::Invalid(format!("cannot start the pacing thread: {e}")))?;
+            while let Some(i) = due_rx.recv().await {
+                launch(i);
+            }
+            let _ = pacer.join();
+        } else {
+            // Tokio's timer wakes at millisecond granularity: each wake-up starts every
+            // request due by then, so at 5,000/s they leave in bursts of five.
+            let mut i = 0usize;
+            while i < total {
+                tokio::time::sleep_until(start + nth(interval, i)).await;
+                let now = tokio::time::Instant::now();
+                while i < total && start + nth(interval, i) <= now {
+                    launch(i);
+                    i += 1;
+                }
+            }
         }
     }
     let sending = measured_start.map_or(Duration::ZERO, |s| s.elapsed());

@@ -112,3 +112,52 @@ async fn runner_refuses_zero_concurrency() {
     .unwrap_err();
     assert!(err.to_string().contains("concurrency"), "{err}");
 }
+
+/// The load generator in both pacing modes against the stub: every request due is sent and
+/// answered, and the samples file lists each one at its due time (`i` / rate).
+#[tokio::test]
+async fn load_sends_every_request_due_and_writes_the_samples() {
+    use pocket_bench::load::{self, LoadConfig};
+    let stub = stub::spawn("127.0.0.1:0", StubConfig::default())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    for even in [false, true] {
+        let samples = dir.path().join(format!("samples-{even}.csv"));
+        let config = LoadConfig {
+            url: format!("{}/chat/completions", stub.base_url()),
+            body: json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+                .to_string(),
+            bearer: None,
+            rate: 500.0,
+            duration: Duration::from_millis(200),
+            warmup: Duration::from_millis(20),
+            max_in_flight: 1_000,
+            timeout: Duration::from_secs(10),
+            samples_out: Some(samples.clone()),
+            even,
+        };
+        let report = load::run(config, format!("even={even}")).await.unwrap();
+        assert_eq!(report.sent, 100, "even={even}");
+        assert_eq!(report.ok, 100, "even={even}");
+        assert_eq!(report.dropped, 0);
+        let text = std::fs::read_to_string(&samples).unwrap();
+        let mut lines = text.lines();
+        assert_eq!(lines.next(), Some("due_ms,latency_ms,ok"));
+        let due: Vec<f64> = lines
+            .map(|l| {
+                let cols: Vec<&str> = l.split(',').collect();
+                assert_eq!(cols[2], "1", "{l}");
+                cols[0].parse().unwrap()
+            })
+            .collect();
+        assert_eq!(due.len(), 100);
+        for (i, d) in due.iter().enumerate() {
+            // Request i of the measured part is due 2 ms after request i - 1.
+            assert!(
+                (d - 2.0 * i as f64).abs() < 1e-6,
+                "sample {i} due at {d} ms"
+            );
+        }
+    }
+}

@@ -62,6 +62,10 @@ enum Command {
         /// Write every measured request there as CSV (`due_ms,latency_ms,ok`).
         #[arg(long)]
         samples_out: Option<std::path::PathBuf>,
+        /// Space requests evenly (a pacing thread) instead of starting those due each
+        /// millisecond in a burst.
+        #[arg(long)]
+        even: bool,
     },
     /// A bare pass-through of `POST /v1/chat/completions` to an upstream, until SIGINT or
     /// SIGTERM: the floor of one more HTTP hop on this machine.
@@ -108,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
             max_in_flight,
             label,
             samples_out,
+            even,
         } => {
             let bearer = match key_env {
                 Some(var) => Some(std::env::var(&var).with_context(|| {
@@ -131,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
                     max_in_flight,
                     timeout: Duration::from_secs(30),
                     samples_out,
+                    even,
                 },
                 label,
             )
