@@ -150,10 +150,7 @@ impl Task {
                     self.drain(&mut events);
                     return;
                 }
-                Some(done) = flushes.recv() => {
-                    self.drain(&mut events);
-                    let _ = done.send(());
-                }
+                Some(done) = flushes.recv() => self.flush(&mut events, done),
                 event = events.recv() => {
                     match event {
                         Ok(event) => self.handle(event),
@@ -165,10 +162,7 @@ impl Task {
                         tokio::select! {
                             biased;
                             () = stop.cancelled() => {}
-                            Some(done) = flushes.recv() => {
-                                self.drain(&mut events);
-                                let _ = done.send(());
-                            }
+                            Some(done) = flushes.recv() => self.flush(&mut events, done),
                             () = tokio::time::sleep(window) => {}
                         }
                     }
@@ -179,6 +173,12 @@ impl Task {
                 }
             }
         }
+    }
+
+    /// Counts every event waiting, then tells the [`Observer::flush`] caller.
+    fn flush(&mut self, events: &mut broadcast::Receiver<AgentEvent>, done: oneshot::Sender<()>) {
+        self.drain(events);
+        let _ = done.send(());
     }
 
     /// Counts every event waiting; returns how many there were.
