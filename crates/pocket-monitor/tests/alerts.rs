@@ -13,7 +13,7 @@ use pocket_agent::Agent;
 use pocket_monitor::process::ProcessStats;
 use pocket_monitor::{AlertKind, AlertsConfig, Health, HealthConfig, Monitor, MonitorConfig};
 
-use support::{answer, model, network_error};
+use support::{answer, model, monitored, network_error};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -44,11 +44,7 @@ async fn response_time_alerts_respect_the_cool_down() {
         ..AlertsConfig::default()
     });
     let mut events = monitor.alerts().subscribe();
-    let agent = Agent::builder(model([]))
-        .name("slow")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "slow");
     for _ in 0..3 {
         agent.run("go").await.unwrap();
     }
@@ -140,11 +136,7 @@ async fn the_minute_sampler_fills_the_history_and_checks_memory() {
     })
     .build()
     .unwrap();
-    let agent = Agent::builder(model([]))
-        .name("a")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "a");
     agent.run("go").await.unwrap();
 
     // Samples at 0, 1, 2 and 3 minutes (virtual time).

@@ -15,7 +15,8 @@ use pocket_monitor::{BreakerState, Monitor, MonitorConfig, OverheadPhase};
 use serde_json::json;
 
 use support::{
-    Broken, Double, DoubleArgs, PromFamily, answer, ask, model, network_error, parse_exposition,
+    Broken, Double, DoubleArgs, PromFamily, answer, ask, eventually, model, monitored,
+    network_error, parse_exposition,
 };
 
 /// Dangerous by its name, so it needs approval.
@@ -366,11 +367,7 @@ async fn steady_runs_then_a_burst_are_counted_without_a_flush() {
         .sample_interval(None)
         .build()
         .unwrap();
-    let agent = Agent::builder(model([]))
-        .name("bursty")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "bursty");
     let _observer = monitor.observe(&agent);
     for _ in 0..STEADY / 10 {
         let runs = (0..10).map(|_| agent.run("go"));
@@ -383,24 +380,20 @@ async fn steady_runs_then_a_burst_are_counted_without_a_flush() {
     for result in futures_util::future::join_all(runs).await {
         result.unwrap();
     }
-    let calls = "pocket_model_calls_total";
-    let counted = || {
+    let value = |family: &str, labels: &[(&str, &str)]| {
         parse_exposition(&monitor.metrics().encode())
-            .get(calls)
-            .and_then(|f| f.value(calls, &[("model", "scripted"), ("outcome", "success")]))
+            .get(family)
+            .and_then(|f| f.value(family, labels))
             .unwrap_or(0.0)
     };
+    let calls = "pocket_model_calls_total";
+    let counted = || value(calls, &[("model", "scripted"), ("outcome", "success")]);
+    let lost = || value("pocket_monitor_events_lost_total", &[]);
     let all = (STEADY + BURST) as f64;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while counted() < all && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let lost = "pocket_monitor_events_lost_total";
-    let families = parse_exposition(&monitor.metrics().encode());
-    assert_eq!(
-        families[lost].value(lost, &[]).unwrap_or(0.0),
-        0.0,
-        "events lost"
-    );
+    eventually("every run counted, or some events lost", || {
+        counted() >= all || lost() > 0.0
+    })
+    .await;
+    assert_eq!(lost(), 0.0, "events lost");
     assert_eq!(counted(), all);
 }

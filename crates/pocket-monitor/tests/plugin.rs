@@ -14,7 +14,7 @@ use pocket_agent::{
 use pocket_monitor::{Health, HealthConfig, Monitor, MonitorConfig};
 use serde_json::json;
 
-use support::{Broken, Double, answer, ask, model, network_error};
+use support::{Broken, Double, answer, ask, model, monitored, network_error};
 
 fn monitor() -> Monitor {
     Monitor::builder(MonitorConfig::default())
@@ -39,11 +39,7 @@ async fn per_agent_stats_come_from_the_hooks() {
     .plugin(monitor.plugin())
     .build()
     .unwrap();
-    let reader = Agent::builder(model([]))
-        .name("reader")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let reader = monitored(&monitor, "reader");
     writer.run("a").await.unwrap();
     writer.run("b").await.unwrap();
     writer.run("c").await.unwrap_err();
@@ -75,11 +71,7 @@ async fn per_agent_stats_come_from_the_hooks() {
 #[tokio::test]
 async fn a_cancelled_run_is_not_an_error() {
     let monitor = monitor();
-    let agent = Agent::builder(model([]))
-        .name("a")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "a");
     let cancel = CancellationToken::new();
     cancel.cancel();
     let err = agent
@@ -260,11 +252,7 @@ async fn the_health_report_has_the_seeds_sections() {
 #[tokio::test]
 async fn the_observer_counts_lost_events_and_ends_with_its_agent() {
     let monitor = monitor();
-    let agent = Agent::builder(model([]))
-        .name("busy")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "busy");
     let observer = monitor.observe(&agent);
     // The scripted model never yields, so these runs fill the event channel (1024) before
     // the observer gets a turn.

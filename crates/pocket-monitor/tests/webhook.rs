@@ -5,13 +5,12 @@
 
 mod support;
 
-use pocket_agent::Agent;
 use pocket_monitor::logging::RecentLogs;
 use pocket_monitor::{AlertKind, AlertsConfig, Monitor, MonitorConfig};
 use serde_json::json;
 use tracing_subscriber::layer::SubscriberExt;
 
-use support::{Webhook, eventually, guard, model, webhook_server};
+use support::{Webhook, eventually, guard, monitored, webhook_server};
 
 fn monitor(alerts: AlertsConfig) -> Monitor {
     Monitor::builder(MonitorConfig {
@@ -31,11 +30,7 @@ async fn alerts_are_posted_as_json() {
         webhook_url: Some(url),
         ..AlertsConfig::default()
     });
-    let agent = Agent::builder(model([]))
-        .name("slow")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "slow");
     agent.run("go").await.unwrap();
     let body = guard("the webhook request", received.recv()).await.unwrap();
     assert_eq!(body["kind"], "high_response_time");
@@ -94,11 +89,7 @@ async fn a_hanging_webhook_never_blocks_runs_and_never_logs_its_url() {
         webhook_queue: 1,
         ..AlertsConfig::default()
     });
-    let agent = Agent::builder(model([]))
-        .name("slow")
-        .plugin(monitor.plugin())
-        .build()
-        .unwrap();
+    let agent = monitored(&monitor, "slow");
     guard("runs while the webhook hangs", async {
         for _ in 0..20 {
             agent.run("go").await.unwrap();

@@ -280,6 +280,16 @@ pub async fn webhook_server(mode: Webhook) -> (String, mpsc::UnboundedReceiver<V
     (format!("http://{addr}/hooks/secret-token"), rx)
 }
 
+/// An agent named `name` on an empty script (it answers `done`), reporting to `monitor`
+/// through its plugin.
+pub fn monitored(monitor: &pocket_monitor::Monitor, name: &str) -> pocket_agent::Agent {
+    pocket_agent::Agent::builder(model([]))
+        .name(name)
+        .plugin(monitor.plugin())
+        .build()
+        .unwrap()
+}
+
 /// Waits for `cond` to hold, polling; fails the test after 10 s. A guard against a hang, not
 /// a timing assertion.
 pub async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
