@@ -148,11 +148,11 @@ print("| target | rate/s (achieved) | round | ok | 429 shed | other errors | dro
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 by = {}
 for r in rows:
-    by[(r["label"], r["target_rate"], r.get("round", 1))] = r
+    by[(r["label"], r["target_rate"], r["round"])] = r
     # Every request of the run (warm-up too) used the target's CPU: divide by all of them.
     total = r["target_rate"] * r.get("run_s", 0)
     cpu_us = r.get("target_cpu_s", 0) * 1e6 / total if total else 0
-    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r.get('round', 1)} | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
+    print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['round']} | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
           f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} "
           f"| {cpu_us:.0f} | {r.get('loadavg_1m', 0):.2f} |")
 print("\nOverhead over the stub directly, paired within each round (the stub runs just before):")
