@@ -1081,9 +1081,13 @@ mod tests {
                 })
             })
             .collect();
-        while pool.inner.slot_waiters.load(Ordering::SeqCst) < 2 {
-            tokio::task::yield_now().await;
-        }
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while pool.inner.slot_waiters.load(Ordering::SeqCst) < 2 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the two waiters never started waiting");
         drop(held);
         for waiter in waiters {
             let got = tokio::time::timeout(Duration::from_secs(10), waiter)
