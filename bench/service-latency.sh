@@ -15,6 +15,8 @@
 #   EVEN=1 bench/service-latency.sh     # requests evenly spaced, not in 1 ms bursts
 #   PIN=1 bench/service-latency.sh      # the proxy and pocket serve on CPU 0, the generator
 #                                       # and the stub on CPU 1 (taskset)
+#   PROXY_CLIENT=hyper bench/service-latency.sh  # the proxy forwards with hyper's own client
+#                                       # instead of reqwest (what reqwest costs per hop)
 #
 # Without PIN everything (generator, pocket serve, stub) shares this machine's cores.
 set -euo pipefail
@@ -29,6 +31,7 @@ STORE=${STORE:-memory:}      # pocket serve's task store
 PROFILE=${PROFILE:-}         # set: `perf record` pocket serve during its run at the last rate
 PIN=${PIN:-}                 # set: targets on CPU 0, generator and stub on CPU 1
 EVEN=${EVEN:-}               # set: requests evenly spaced (pocket-bench load --even)
+PROXY_CLIENT=${PROXY_CLIENT:-reqwest}  # the proxy's upstream client: reqwest or hyper
 STUB_PORT=${STUB_PORT:-18090}
 SERVE_PORT=${SERVE_PORT:-18091}
 PROXY_PORT=${PROXY_PORT:-18092}
@@ -84,7 +87,8 @@ PIDS+=($STUB_PID)
 wait_port "$STUB_PORT"
 
 "${ON_SERVER[@]}" "$TARGET/release/pocket-bench" proxy --listen "127.0.0.1:$PROXY_PORT" \
-  --upstream "http://127.0.0.1:$STUB_PORT/v1/chat/completions" 2> "$WORK/proxy.log" &
+  --upstream "http://127.0.0.1:$STUB_PORT/v1/chat/completions" --client "$PROXY_CLIENT" \
+  2> "$WORK/proxy.log" &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 wait_port "$PROXY_PORT"

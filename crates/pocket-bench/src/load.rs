@@ -5,12 +5,23 @@
 //! [`LoadConfig::even`] spaces them evenly with a pacing thread. Each request is timed from
 //! the moment it is sent; how late the generator itself started requests is reported too, so
 //! a run whose generator fell behind shows it.
+//!
+//! It talks HTTP/1.1 over plain TCP with hyper's own pooled client rather than reqwest: the
+//! generator shares the machine's cores with what it measures, so every microsecond it
+//! spends per request is taken from the target (reqwest parses the URL of every request
+//! twice and wraps it in redirect, timeout and decompression layers that a generator needs
+//! none of).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
+use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
 use bytes::Bytes;
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
@@ -19,7 +30,8 @@ use crate::stats;
 /// What [`run`] sends.
 #[derive(Debug, Clone)]
 pub struct LoadConfig {
-    /// The full URL, like `http://127.0.0.1:7878/v1/chat/completions`.
+    /// The full `http://` URL, like `http://127.0.0.1:7878/v1/chat/completions` (no TLS: a
+    /// generator measures a server, not a TLS stack).
     pub url: String,
     /// The JSON body of every request.
     pub body: String,
@@ -51,9 +63,6 @@ pub enum LoadError {
     /// A setting is out of range.
     #[error("invalid load setting: {0}")]
     Invalid(String),
-    /// The HTTP client could not be built.
-    #[error("HTTP client")]
-    Client(#[from] reqwest::Error),
     /// The samples file could not be written.
     #[error("cannot write {path}: {source}")]
     Samples {
@@ -128,11 +137,22 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
     if config.duration.is_zero() {
         return Err(LoadError::Invalid("duration must be > 0".into()));
     }
-    let client = reqwest::Client::builder()
-        .timeout(config.timeout)
+    let uri: Uri = config
+        .url
+        .parse()
+        .map_err(|e| LoadError::Invalid(format!("url `{}`: {e}", config.url)))?;
+    if uri.scheme_str() != Some("http") || uri.host().is_none() {
+        return Err(LoadError::Invalid(format!(
+            "url `{}` must be an http:// URL with a host",
+            config.url
+        )));
+    }
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .build()?;
+        .build(connector);
+    let timeout = config.timeout;
     let bearer = config
         .bearer
         .as_ref()
@@ -140,7 +160,6 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
         .transpose()
         .map_err(|_| LoadError::Invalid("the API key cannot be sent in a header".into()))?;
     let body = bytes_of(&config.body);
-    let url: Arc<str> = Arc::from(config.url.as_str());
     let interval = Duration::from_secs_f64(1.0 / config.rate);
     let warmup_n = requests_in(config.warmup, config.rate);
     let total = warmup_n + requests_in(config.duration, config.rate);
@@ -165,28 +184,32 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
                 }
                 return;
             }
-            let request = client
-                .post(&*url)
-                .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-                .body(body.clone());
-            let request = match &bearer {
-                Some(b) => request.header(AUTHORIZATION, b.clone()),
-                None => request,
-            };
+            let mut request = Request::new(Full::new(body.clone()));
+            *request.method_mut() = Method::POST;
+            *request.uri_mut() = uri.clone();
+            let headers = request.headers_mut();
+            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            if let Some(b) = &bearer {
+                headers.insert(AUTHORIZATION, b.clone());
+            }
+            let sent = client.request(request);
             let samples = samples.clone();
             tasks.spawn(async move {
                 let t0 = tokio::time::Instant::now();
-                let (ok, shed) = match request.send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let read = resp.bytes().await.is_ok();
-                        (
-                            read && status.is_success(),
-                            status == reqwest::StatusCode::TOO_MANY_REQUESTS,
-                        )
-                    }
-                    Err(_) => (false, false),
+                let exchange = async {
+                    let response = sent.await.ok()?;
+                    let status = response.status();
+                    let read = response.into_body().collect().await.is_ok();
+                    Some((
+                        read && status.is_success(),
+                        status == StatusCode::TOO_MANY_REQUESTS,
+                    ))
                 };
+                let (ok, shed) = tokio::time::timeout(timeout, exchange)
+                    .await
+                    .ok()
+                    .flatten()
+                    .unwrap_or((false, false));
                 if measured {
                     let sample = Sample {
                         due: intended - start,

@@ -10,27 +10,64 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderValue, Method, Request, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
 use tokio::net::TcpListener;
 
 use crate::served::Served;
 
-struct Upstream {
-    client: reqwest::Client,
-    url: reqwest::Url,
+/// Which HTTP client forwards requests upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    /// reqwest, as `pocket serve`'s model providers use it (redirects off).
+    Reqwest,
+    /// hyper's own pooled HTTP/1 client, nothing above it.
+    Hyper,
 }
 
-/// Listens on `addr` and forwards `POST /v1/chat/completions` to `upstream` (the full URL).
+enum Upstream {
+    Reqwest {
+        client: reqwest::Client,
+        url: reqwest::Url,
+    },
+    Hyper {
+        client: Client<HttpConnector, Full<Bytes>>,
+        uri: Uri,
+    },
+}
+
+/// Listens on `addr` and forwards `POST /v1/chat/completions` to `upstream` (the full URL)
+/// with the `client` asked for.
 ///
 /// # Errors
-/// `upstream` is not a URL, or the address cannot be bound.
-pub async fn spawn(addr: &str, upstream: &str) -> anyhow::Result<Served> {
-    let url = reqwest::Url::parse(upstream)?;
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()?;
-    let state = Arc::new(Upstream { client, url });
+/// `upstream` is not a URL (an `http://` one for `hyper`), or the address cannot be bound.
+pub async fn spawn(addr: &str, upstream: &str, client: ClientKind) -> anyhow::Result<Served> {
+    let state = Arc::new(match client {
+        ClientKind::Reqwest => Upstream::Reqwest {
+            url: reqwest::Url::parse(upstream)?,
+            client: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()?,
+        },
+        ClientKind::Hyper => {
+            let uri: Uri = upstream.parse()?;
+            anyhow::ensure!(
+                uri.scheme_str() == Some("http"),
+                "the hyper client forwards to http:// URLs only, not {upstream}"
+            );
+            let mut connector = HttpConnector::new();
+            connector.set_nodelay(true);
+            Upstream::Hyper {
+                client: Client::builder(TokioExecutor::new()).build(connector),
+                uri,
+            }
+        }
+    });
     let app = Router::new()
         .route("/v1/chat/completions", post(forward))
         .with_state(state);
@@ -38,23 +75,64 @@ pub async fn spawn(addr: &str, upstream: &str) -> anyhow::Result<Served> {
 }
 
 async fn forward(State(up): State<Arc<Upstream>>, headers: HeaderMap, body: Bytes) -> Response {
-    let mut request = up
-        .client
-        .post(up.url.clone())
+    let auth = headers.get(header::AUTHORIZATION);
+    let answer = match &*up {
+        Upstream::Reqwest { client, url } => via_reqwest(client, url, auth, body).await,
+        Upstream::Hyper { client, uri } => via_hyper(client, uri, auth, body).await,
+    };
+    match answer {
+        Ok((status, bytes)) => {
+            (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response()
+        }
+        Err(e) => (StatusCode::BAD_GATEWAY, e).into_response(),
+    }
+}
+
+async fn via_reqwest(
+    client: &reqwest::Client,
+    url: &reqwest::Url,
+    auth: Option<&HeaderValue>,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = client
+        .post(url.clone())
         .header(header::CONTENT_TYPE, "application/json")
         .body(body);
-    if let Some(auth) = headers.get(header::AUTHORIZATION) {
+    if let Some(auth) = auth {
         request = request.header(header::AUTHORIZATION, auth);
     }
-    let answer = match request.send().await {
-        Ok(answer) => answer,
-        Err(e) => return (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
-    };
+    let answer = request.send().await.map_err(|e| e.to_string())?;
     let status = answer.status();
-    match answer.bytes().await {
-        Ok(bytes) => (status, [(header::CONTENT_TYPE, "application/json")], bytes).into_response(),
-        Err(e) => (StatusCode::BAD_GATEWAY, e.to_string()).into_response(),
+    let bytes = answer.bytes().await.map_err(|e| e.to_string())?;
+    Ok((status, bytes))
+}
+
+async fn via_hyper(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    uri: &Uri,
+    auth: Option<&HeaderValue>,
+    body: Bytes,
+) -> Result<(StatusCode, Bytes), String> {
+    let mut request = Request::new(Full::new(body));
+    *request.method_mut() = Method::POST;
+    *request.uri_mut() = uri.clone();
+    let headers = request.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(auth) = auth {
+        headers.insert(header::AUTHORIZATION, auth.clone());
     }
+    let answer = client.request(request).await.map_err(|e| e.to_string())?;
+    let status = answer.status();
+    let bytes = answer
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| e.to_string())?
+        .to_bytes();
+    Ok((status, bytes))
 }
 
 #[cfg(test)]
@@ -63,16 +141,22 @@ mod tests {
 
     use serde_json::{Value, json};
 
-    use super::spawn;
+    use super::{ClientKind, spawn};
     use crate::stub::{self, StubConfig};
 
     #[tokio::test]
     async fn answers_come_back_as_the_upstream_gave_them() {
+        for client in [ClientKind::Reqwest, ClientKind::Hyper] {
+            answers_come_back_through(client).await;
+        }
+    }
+
+    async fn answers_come_back_through(client: ClientKind) {
         let stub = stub::spawn("127.0.0.1:0", StubConfig::default())
             .await
             .unwrap();
         let url = format!("{}/chat/completions", stub.base_url());
-        let proxy = spawn("127.0.0.1:0", &url).await.unwrap();
+        let proxy = spawn("127.0.0.1:0", &url, client).await.unwrap();
         let body = json!({"model": "stub", "messages": [{"role": "user", "content": "hi"}]});
         let client = reqwest::Client::new();
         let post = || {

@@ -161,3 +161,32 @@ async fn load_sends_every_request_due_and_writes_the_samples() {
         }
     }
 }
+
+/// The generator speaks plain HTTP only: another URL is refused up front, naming it, rather
+/// than every request failing.
+#[tokio::test]
+async fn load_refuses_a_url_that_is_not_plain_http() {
+    use pocket_bench::load::{self, LoadConfig};
+    for url in [
+        "https://127.0.0.1:1/v1/chat/completions",
+        "not a url",
+        "/v1/chat",
+    ] {
+        let config = LoadConfig {
+            url: url.to_owned(),
+            body: "{}".to_owned(),
+            bearer: None,
+            rate: 10.0,
+            duration: Duration::from_millis(100),
+            warmup: Duration::ZERO,
+            max_in_flight: 10,
+            timeout: Duration::from_secs(1),
+            samples_out: None,
+            even: false,
+        };
+        let err = load::run(config, "bad".into()).await.unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains(url), "{message}");
+        assert!(matches!(err, load::LoadError::Invalid(_)), "{err:?}");
+    }
+}

@@ -76,6 +76,10 @@ enum Command {
         /// The upstream's full URL (`http://127.0.0.1:8089/v1/chat/completions`).
         #[arg(long)]
         upstream: String,
+        /// The HTTP client for the upstream: `reqwest` (as `pocket serve`'s model providers)
+        /// or `hyper` (hyper's own pooled client, no layers above it).
+        #[arg(long, value_enum, default_value_t = proxy::ClientKind::Reqwest)]
+        client: proxy::ClientKind,
     },
 }
 
@@ -143,8 +147,12 @@ async fn main() -> anyhow::Result<()> {
             .await?;
             serde_json::to_string(&report)?
         }
-        Command::Proxy { listen, upstream } => {
-            let proxy = proxy::spawn(&listen, &upstream)
+        Command::Proxy {
+            listen,
+            upstream,
+            client,
+        } => {
+            let proxy = proxy::spawn(&listen, &upstream, client)
                 .await
                 .with_context(|| format!("cannot proxy {listen} to {upstream}"))?;
             #[allow(clippy::print_stderr, reason = "the binary's own start-up line")]
