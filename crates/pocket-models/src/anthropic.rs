@@ -25,12 +25,13 @@ use pocket_agent::{
     Completion, CompletionRequest, CompletionStream, FinishReason, Message, Model, ModelError,
     StreamEvent, ToolCall, ToolSpec, Usage, completion_as_stream,
 };
-use reqwest::header::{ACCEPT, HeaderValue};
+use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::http::{self, Limits};
 pub use crate::http::{ApiKey, ConfigError};
+use crate::transport::{Response, Transport};
 
 /// The API version sent in `anthropic-version`.
 const API_VERSION: &str = "2023-06-01";
@@ -53,6 +54,10 @@ pub struct AnthropicConfig {
     pub timeout: Duration,
     /// Limit of establishing the connection. Default: 10 s.
     pub connect_timeout: Duration,
+    /// Reach a plain `http://` base URL (a gateway or a test server) with hyper's client
+    /// directly rather than through reqwest; `https://` URLs, and any while
+    /// `HTTP_PROXY`/`ALL_PROXY` is set, always go through reqwest. Default: `true`.
+    pub direct_http: bool,
 }
 
 impl AnthropicConfig {
@@ -68,6 +73,7 @@ impl AnthropicConfig {
             max_tokens: 4096,
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
+            direct_http: true,
         }
     }
 
@@ -121,6 +127,13 @@ impl AnthropicConfig {
         self.connect_timeout = connect_timeout;
         self
     }
+
+    /// Sets [`direct_http`](Self::direct_http).
+    #[must_use]
+    pub fn with_direct_http(mut self, direct_http: bool) -> Self {
+        self.direct_http = direct_http;
+        self
+    }
 }
 
 /// A Claude model behind the Anthropic Messages API. Cheap to clone.
@@ -135,11 +148,10 @@ struct Inner {
     name: String,
     model: String,
     max_tokens: u32,
-    endpoint: reqwest::Url,
     key: HeaderValue,
     /// Kept only to redact it from error bodies that echo it.
     secret: ApiKey,
-    client: reqwest::Client,
+    transport: Transport,
     limits: Limits,
 }
 
@@ -147,7 +159,7 @@ impl fmt::Debug for AnthropicModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AnthropicModel")
             .field("name", &self.inner.name)
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field("endpoint", &self.inner.transport.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -169,10 +181,9 @@ impl AnthropicModel {
                 name: format!("anthropic:{}", config.model),
                 model: config.model,
                 max_tokens: config.max_tokens,
-                endpoint,
                 key: http::secret_header(config.api_key.expose())?,
                 secret: config.api_key,
-                client: limits.client()?,
+                transport: Transport::new(endpoint, limits, config.direct_http)?,
                 limits,
             }),
         })
@@ -189,7 +200,7 @@ impl AnthropicModel {
 
     /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        self.inner.endpoint.as_str()
+        self.inner.transport.endpoint()
     }
 }
 
@@ -198,30 +209,33 @@ impl Inner {
         &self,
         request: &CompletionRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, ModelError> {
+    ) -> Result<Response, ModelError> {
         let body = MessagesRequest::new(&self.model, self.max_tokens, request, stream);
-        let mut builder = self
-            .client
-            .post(self.endpoint.clone())
-            .header("x-api-key", self.key.clone())
-            .header("anthropic-version", API_VERSION)
-            .json(&body);
-        builder = if stream {
-            builder.header(ACCEPT, "text/event-stream")
-        } else {
-            builder.timeout(self.limits.timeout)
-        };
+        let body = serde_json::to_vec(&body).map_err(|e| ModelError::InvalidRequest {
+            status: 0,
+            message: format!("the request cannot be serialized: {e}"),
+        })?;
+        let mut headers = HeaderMap::new();
+        headers.insert("x-api-key", self.key.clone());
+        headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        if stream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
         tracing::debug!(
             messages = request.messages.len(),
             tools = request.tools.len(),
             stream,
             "sending messages request"
         );
-        let response = builder.send().await.map_err(|e| self.limits.error(e))?;
+        let response = self
+            .transport
+            .post(headers, body, stream)
+            .await
+            .map_err(|e| self.limits.error(e))?;
         http::check_status(response, Some(&self.secret)).await
     }
 
-    async fn read_completion(&self, response: reqwest::Response) -> Result<Completion, ModelError> {
+    async fn read_completion(&self, response: Response) -> Result<Completion, ModelError> {
         let body = response.bytes().await.map_err(|e| self.limits.error(e))?;
         parse_response(&body)
     }

@@ -12,9 +12,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use eventsource_stream::{Event, EventStreamError, Eventsource};
 use futures_util::StreamExt;
 use pocket_agent::{Completion, CompletionStream, ModelError, StreamEvent, ToolSpec};
+use reqwest::StatusCode;
 use reqwest::header::{HeaderMap, HeaderValue};
-use reqwest::{Response, StatusCode};
 use serde::Deserialize;
+
+use crate::transport::Response;
 
 /// Longest provider message or body excerpt kept in an error, in bytes.
 const MAX_ERROR_TEXT: usize = 500;
@@ -150,48 +152,6 @@ impl Limits {
             .map_err(|e| ConfigError::Client {
                 source: Box::new(e),
             })
-    }
-
-    /// Classifies a transport error, keeping it as the source.
-    pub(crate) fn error(&self, err: reqwest::Error) -> ModelError {
-        if err.is_timeout() {
-            let after = if err.is_connect() {
-                self.connect_timeout
-            } else {
-                self.timeout
-            };
-            return ModelError::Timeout { after: Some(after) };
-        }
-        let message = describe(&err);
-        ModelError::Connection {
-            message: message.to_owned(),
-            source: Some(Box::new(err)),
-        }
-    }
-}
-
-/// A short description of a transport failure; the details stay in the source chain.
-fn describe(err: &reqwest::Error) -> &'static str {
-    let mut source = err.source();
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            use std::io::ErrorKind as K;
-            match io.kind() {
-                K::ConnectionRefused => return "connection refused",
-                K::ConnectionReset => return "connection reset",
-                K::ConnectionAborted => return "connection aborted",
-                K::UnexpectedEof => return "connection closed before the response was complete",
-                _ => {}
-            }
-        }
-        source = cause.source();
-    }
-    if err.is_connect() {
-        "could not connect"
-    } else if err.is_body() || err.is_decode() {
-        "the response body was interrupted"
-    } else {
-        "the request failed"
     }
 }
 
@@ -537,7 +497,7 @@ pub(crate) fn drive<D: SseDecoder>(
     limits: Limits,
 ) -> CompletionStream {
     let driver = Driver {
-        events: Box::pin(response.bytes_stream().eventsource()),
+        events: response.bytes_stream().eventsource(),
         decoder: Some(decoder),
         pending: VecDeque::new(),
         ended: false,

@@ -12,10 +12,12 @@ pub mod anthropic;
 mod http;
 pub mod openai;
 pub mod sim;
+mod transport;
 
 pub use anthropic::{AnthropicConfig, AnthropicModel};
 pub use openai::{OpenAiConfig, OpenAiModel};
 pub use sim::{Faults, SimConfig, SimModel};
+pub use transport::TransportError;
 
 // The README's library quick-start, compiled and run as a doctest.
 #[cfg(doctest)]

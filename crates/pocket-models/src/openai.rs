@@ -26,13 +26,14 @@ use pocket_agent::{
     Completion, CompletionRequest, CompletionStream, FinishReason, Message, Model, ModelError,
     StreamEvent, ToolCall, ToolSpec, Usage, completion_as_stream,
 };
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderValue};
+use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
 use crate::http::{self, Limits};
 pub use crate::http::{ApiKey, ConfigError};
+use crate::transport::{Response, Transport};
 
 /// Where and how to reach an OpenAI-compatible server.
 #[derive(Debug, Clone)]
@@ -50,6 +51,11 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Limit of establishing the connection. Default: 10 s.
     pub connect_timeout: Duration,
+    /// Reach a plain `http://` base URL with hyper's client directly rather than through
+    /// reqwest: the same limits and errors, less CPU per request (a local server). `https://`
+    /// URLs, and any while `HTTP_PROXY`/`ALL_PROXY` is set, always go through reqwest.
+    /// Default: `true`.
+    pub direct_http: bool,
 }
 
 impl OpenAiConfig {
@@ -64,6 +70,7 @@ impl OpenAiConfig {
             model: model.into(),
             timeout: Duration::from_secs(120),
             connect_timeout: Duration::from_secs(10),
+            direct_http: true,
         }
     }
 
@@ -110,6 +117,13 @@ impl OpenAiConfig {
         self.connect_timeout = connect_timeout;
         self
     }
+
+    /// Sets [`direct_http`](Self::direct_http).
+    #[must_use]
+    pub fn with_direct_http(mut self, direct_http: bool) -> Self {
+        self.direct_http = direct_http;
+        self
+    }
 }
 
 /// A model behind an OpenAI-compatible `/chat/completions` endpoint. Cheap to clone.
@@ -123,11 +137,10 @@ pub struct OpenAiModel {
 struct Inner {
     name: String,
     model: String,
-    endpoint: reqwest::Url,
     auth: Option<HeaderValue>,
     /// Kept only to redact it from error bodies that echo it.
     secret: Option<ApiKey>,
-    client: reqwest::Client,
+    transport: Transport,
     limits: Limits,
 }
 
@@ -135,7 +148,7 @@ impl fmt::Debug for OpenAiModel {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("OpenAiModel")
             .field("name", &self.inner.name)
-            .field("endpoint", &self.inner.endpoint.as_str())
+            .field("endpoint", &self.inner.transport.endpoint())
             .finish_non_exhaustive()
     }
 }
@@ -161,10 +174,9 @@ impl OpenAiModel {
             inner: Arc::new(Inner {
                 name: format!("openai:{}", config.model),
                 model: config.model,
-                endpoint,
                 auth,
                 secret: config.api_key,
-                client: limits.client()?,
+                transport: Transport::new(endpoint, limits, config.direct_http)?,
                 limits,
             }),
         })
@@ -180,7 +192,7 @@ impl OpenAiModel {
 
     /// The URL requests go to.
     pub fn endpoint(&self) -> &str {
-        self.inner.endpoint.as_str()
+        self.inner.transport.endpoint()
     }
 }
 
@@ -190,7 +202,7 @@ impl Inner {
         &self,
         request: &CompletionRequest,
         stream: bool,
-    ) -> Result<reqwest::Response, ModelError> {
+    ) -> Result<Response, ModelError> {
         let body = ChatRequest {
             model: &self.model,
             messages: Messages(&request.messages),
@@ -202,14 +214,16 @@ impl Inner {
                 include_usage: true,
             }),
         };
-        let mut builder = self.client.post(self.endpoint.clone()).json(&body);
-        builder = if stream {
-            builder.header(ACCEPT, "text/event-stream")
-        } else {
-            builder.timeout(self.limits.timeout)
-        };
+        let body = serde_json::to_vec(&body).map_err(|e| ModelError::InvalidRequest {
+            status: 0,
+            message: format!("the request cannot be serialized: {e}"),
+        })?;
+        let mut headers = HeaderMap::new();
+        if stream {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
         if let Some(auth) = &self.auth {
-            builder = builder.header(AUTHORIZATION, auth.clone());
+            headers.insert(AUTHORIZATION, auth.clone());
         }
         tracing::debug!(
             messages = request.messages.len(),
@@ -217,11 +231,15 @@ impl Inner {
             stream,
             "sending chat completion request"
         );
-        let response = builder.send().await.map_err(|e| self.limits.error(e))?;
+        let response = self
+            .transport
+            .post(headers, body, stream)
+            .await
+            .map_err(|e| self.limits.error(e))?;
         http::check_status(response, self.secret.as_ref()).await
     }
 
-    async fn read_completion(&self, response: reqwest::Response) -> Result<Completion, ModelError> {
+    async fn read_completion(&self, response: Response) -> Result<Completion, ModelError> {
         let body = response.bytes().await.map_err(|e| self.limits.error(e))?;
         parse_response(&body)
     }

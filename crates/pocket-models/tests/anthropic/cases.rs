@@ -1,7 +1,6 @@
-//! The Anthropic Messages provider against in-process servers: request shape and headers,
-//! `tool_use` mapping both ways, streaming over awkwardly split bodies, and error mapping.
+// The cases of `tests/anthropic.rs` and `tests/anthropic_reqwest.rs`, which include this file with
+// `DIRECT_HTTP` set: every case runs on both routes a plain-http endpoint can take.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use pocket_agent::{
 use pocket_models::{AnthropicConfig, AnthropicModel};
 use serde_json::{Value, json};
 use support::{
-    awkward_chunks, collect, dead_url, err, header_str, json, raw, reqwest_source, server,
+    awkward_chunks, collect, dead_url, err, header_str, json, raw, transport_source, server,
     slow_server, sse_in_chunks,
 };
 
@@ -21,7 +20,7 @@ const KEY: &str = "sk-ant-test-key";
 
 #[allow(clippy::unwrap_used)] // A fixture that cannot be built should fail the test.
 fn model(url: &str) -> AnthropicModel {
-    AnthropicModel::new(AnthropicConfig::new("claude-test", KEY).with_base_url(url)).unwrap()
+    AnthropicModel::new(AnthropicConfig::new("claude-test", KEY).with_direct_http(DIRECT_HTTP).with_base_url(url)).unwrap()
 }
 
 fn hello() -> CompletionRequest {
@@ -465,7 +464,7 @@ async fn connection_refused() {
         matches!(&e, ModelError::Connection { message, source: Some(_) } if message == "connection refused"),
         "{e:?}"
     );
-    assert!(reqwest_source(&e).is_connect());
+    assert!(transport_source(&e).is_connect());
 }
 
 #[tokio::test]
@@ -473,7 +472,7 @@ async fn slow_server_times_out() {
     let srv = slow_server(Duration::from_secs(30)).await;
     let slow = AnthropicModel::new(
         AnthropicConfig::new("claude-test", KEY)
-            .with_base_url(&srv.url)
+            .with_direct_http(DIRECT_HTTP).with_base_url(&srv.url)
             .with_timeout(Duration::from_millis(250)),
     )
     .unwrap();

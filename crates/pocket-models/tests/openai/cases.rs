@@ -1,7 +1,6 @@
-//! The OpenAI-compatible provider against in-process servers: request shape, responses,
-//! streaming over awkwardly split bodies, and every error mapping.
+// The cases of `tests/openai.rs` and `tests/openai_reqwest.rs`, which include this file with
+// `DIRECT_HTTP` set: every case runs on both routes a plain-http endpoint can take.
 
-mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,7 +12,7 @@ use pocket_agent::{
 use pocket_models::{OpenAiConfig, OpenAiModel};
 use serde_json::{Value, json};
 use support::{
-    awkward_chunks, collect, dead_url, err, header_str, json, raw, reqwest_source,
+    awkward_chunks, collect, dead_url, err, header_str, json, raw, transport_source,
     resetting_server, server, slow_server, sse_data, sse_in_chunks, sse_then_stall,
 };
 
@@ -23,7 +22,7 @@ const KEY: &str = "sk-test-key-123";
 fn model(url: &str) -> OpenAiModel {
     OpenAiModel::new(
         OpenAiConfig::new("gpt-test")
-            .with_base_url(format!("{url}/v1"))
+            .with_direct_http(DIRECT_HTTP).with_base_url(format!("{url}/v1"))
             .with_api_key(KEY),
     )
     .unwrap()
@@ -104,6 +103,11 @@ async fn complete_sends_messages_tools_and_bearer_key() {
         header_str(&req.headers, "content-type"),
         Some("application/json")
     );
+    assert!(
+        header_str(&req.headers, "user-agent").is_some_and(|a| a.starts_with("pocket-agent/")),
+        "{:?}",
+        req.headers
+    );
     assert_eq!(
         req.body,
         json!({
@@ -130,7 +134,7 @@ async fn complete_sends_messages_tools_and_bearer_key() {
 #[tokio::test]
 async fn keyless_config_sends_no_authorization_header() {
     let (srv, recorded) = server(|| json(200, text_reply("hi"))).await;
-    let local = OpenAiModel::new(OpenAiConfig::new("llama3").with_base_url(&srv.url)).unwrap();
+    let local = OpenAiModel::new(OpenAiConfig::new("llama3").with_direct_http(DIRECT_HTTP).with_base_url(&srv.url)).unwrap();
     assert_eq!(local.name(), "openai:llama3");
     local.complete(&hello()).await.unwrap();
     let req = recorded.single();
@@ -374,7 +378,7 @@ async fn stream_that_stalls_times_out() {
     let (srv, _) = server(move || sse_then_stall(first, Duration::from_secs(30))).await;
     let slow = OpenAiModel::new(
         OpenAiConfig::new("gpt-test")
-            .with_base_url(&srv.url)
+            .with_direct_http(DIRECT_HTTP).with_base_url(&srv.url)
             .with_timeout(Duration::from_secs(1)),
     )
     .unwrap();
@@ -554,7 +558,7 @@ async fn connection_refused() {
         matches!(&e, ModelError::Connection { message, source: Some(_) } if message == "connection refused"),
         "{e:?}"
     );
-    assert!(reqwest_source(&e).is_connect());
+    assert!(transport_source(&e).is_connect());
     assert!(e.is_retryable());
 }
 
@@ -569,7 +573,7 @@ async fn connection_reset_mid_body() {
         matches!(&e, ModelError::Connection { message, source: Some(_) } if message == "connection reset"),
         "{e:?}"
     );
-    assert!(reqwest_source(&e).is_decode());
+    assert!(transport_source(&e).is_body());
 }
 
 #[tokio::test]
@@ -593,7 +597,7 @@ async fn slow_server_times_out() {
     let srv = slow_server(Duration::from_secs(30)).await;
     let slow = OpenAiModel::new(
         OpenAiConfig::new("gpt-test")
-            .with_base_url(&srv.url)
+            .with_direct_http(DIRECT_HTTP).with_base_url(&srv.url)
             .with_timeout(Duration::from_millis(300)),
     )
     .unwrap();

@@ -267,8 +267,8 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 /// The transport error kept as the source of a connection error.
-pub fn reqwest_source(err: &ModelError) -> &reqwest::Error {
+pub fn transport_source(err: &ModelError) -> &pocket_models::TransportError {
     std::error::Error::source(err)
-        .and_then(|s| s.downcast_ref::<reqwest::Error>())
-        .unwrap_or_else(|| panic!("no reqwest::Error source in {err:?}"))
+        .and_then(|s| s.downcast_ref::<pocket_models::TransportError>())
+        .unwrap_or_else(|| panic!("no TransportError source in {err:?}"))
 }
