@@ -14,6 +14,7 @@
 # Build first: cargo build --release -p pocket -p pocket-bench (and keep the OLD binary aside).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/service-common.sh
 
 MODE=${MODE:-serve}
 RATE=${RATE:-2000}
@@ -33,15 +34,6 @@ fi
 
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-wait_port() {
-  for _ in $(seq 100); do
-    if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
-ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 "$BIN/pocket-stub" --port "$STUB_PORT" --latency-ms 0 &
 STUB=$!; PIDS+=($STUB)
@@ -56,22 +48,7 @@ if [ "$MODE" = proxy ]; then
   KEY=(); MODEL=stub
 else
   A_NAME=old; B_NAME=new
-  cat > "$WORK/pocket.toml" <<TOML
-[models.stub]
-provider = "openai"
-model = "stub"
-base_url = "http://127.0.0.1:$STUB_PORT/v1"
-api_key_env = "POCKET_BENCH_UPSTREAM_KEY"
-
-[agents.default]
-model = "stub"
-
-[store]
-url = "memory:"
-
-[cluster]
-max_queued = 100000
-TOML
+  write_serve_config "$WORK/pocket.toml" "$STUB_PORT" memory:
   export POCKET_BENCH_UPSTREAM_KEY=bench-upstream-key POCKET_API_KEYS=bench-key
   "$OLD" serve --config "$WORK/pocket.toml" --listen "127.0.0.1:$A_PORT" 2> "$WORK/old.log" &
   A=$!
@@ -86,10 +63,10 @@ echo "variant round cpu_us stub_us gen_us p50_ms p99_ms ok sent"
 for round in $(seq "$ROUNDS"); do
   for side in A B; do
     if [ "$side" = A ]; then pid=$A; port=$A_PORT; name=$A_NAME; else pid=$B; port=$B_PORT; name=$B_NAME; fi
-    c0=$(ticks "$pid"); s0=$(ticks "$STUB")
+    c0=$(cpu_ticks "$pid"); s0=$(cpu_ticks "$STUB")
     "$BIN/pocket-bench" load --url "http://127.0.0.1:$port/v1/chat/completions" --model "$MODEL" "${KEY[@]}" \
       --rate "$RATE" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$name" > "$WORK/last.json"
-    c1=$(ticks "$pid"); s1=$(ticks "$STUB")
+    c1=$(cpu_ticks "$pid"); s1=$(cpu_ticks "$STUB")
     python3 - "$WORK/last.json" "$name" "$round" "$((c1 - c0))" "$((s1 - s0))" "$(getconf CLK_TCK)" \
       "$RATE" "$((DURATION + WARMUP))" <<'PY'
 import json, sys

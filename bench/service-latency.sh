@@ -21,6 +21,7 @@
 # Without PIN everything (generator, pocket serve, stub) shares this machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/service-common.sh
 
 RATES=${RATES:-"1000 5000"}
 DURATION=${DURATION:-10}     # measured seconds per run
@@ -44,22 +45,7 @@ if [ -z "${SKIP_BUILD:-}" ]; then  # SKIP_BUILD=1: use the binaries already buil
   cargo build --release -q -p pocket -p pocket-bench
 fi
 mkdir -p "$WORK"
-cat > "$WORK/pocket.toml" <<TOML
-[models.stub]
-provider = "openai"
-model = "stub"
-base_url = "http://127.0.0.1:$STUB_PORT/v1"
-api_key_env = "POCKET_BENCH_UPSTREAM_KEY"
-
-[agents.default]
-model = "stub"
-
-[store]
-url = "$STORE"
-
-[cluster]
-max_queued = 100000
-TOML
+write_serve_config "$WORK/pocket.toml" "$STUB_PORT" "$STORE"
 
 ulimit -n 65536 2>/dev/null || true
 ON_SERVER=(); ON_CLIENT=(); LOAD_OPTS=()
@@ -69,17 +55,6 @@ if [ -n "$PIN" ]; then
 fi
 PIDS=()
 trap 'for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true' EXIT
-cpu_ticks() {  # utime + stime of a process, in clock ticks
-  awk '{print $14 + $15}' "/proc/$1/stat"
-}
-wait_port() {
-  for _ in $(seq 100); do
-    if (echo > "/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-    sleep 0.1
-  done
-  echo "nothing listens on port $1" >&2
-  exit 1
-}
 
 "${ON_CLIENT[@]}" "$TARGET/release/pocket-stub" --port "$STUB_PORT" --latency-ms "$LATENCY_MS" &
 STUB_PID=$!
