@@ -25,7 +25,7 @@ use pocket_agent::{
     Completion, CompletionRequest, CompletionStream, FinishReason, Message, Model, ModelError,
     StreamEvent, ToolCall, ToolSpec, Usage, completion_as_stream,
 };
-use reqwest::header::{ACCEPT, HeaderMap, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderValue};
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
 
@@ -152,7 +152,6 @@ struct Inner {
     /// Kept only to redact it from error bodies that echo it.
     secret: ApiKey,
     transport: Transport,
-    limits: Limits,
 }
 
 impl fmt::Debug for AnthropicModel {
@@ -184,7 +183,6 @@ impl AnthropicModel {
                 key: http::secret_header(config.api_key.expose())?,
                 secret: config.api_key,
                 transport: Transport::new(endpoint, limits, config.direct_http)?,
-                limits,
             }),
         })
     }
@@ -211,32 +209,21 @@ impl Inner {
         stream: bool,
     ) -> Result<Response, ModelError> {
         let body = MessagesRequest::new(&self.model, self.max_tokens, request, stream);
-        let body = serde_json::to_vec(&body).map_err(|e| ModelError::InvalidRequest {
-            status: 0,
-            message: format!("the request cannot be serialized: {e}"),
-        })?;
         let mut headers = HeaderMap::new();
         headers.insert("x-api-key", self.key.clone());
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        if stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
         tracing::debug!(
             messages = request.messages.len(),
             tools = request.tools.len(),
             stream,
             "sending messages request"
         );
-        let response = self
-            .transport
-            .post(headers, body, stream)
-            .await
-            .map_err(|e| self.limits.error(e))?;
+        let response = self.transport.post_json(headers, &body, stream).await?;
         http::check_status(response, Some(&self.secret)).await
     }
 
     async fn read_completion(&self, response: Response) -> Result<Completion, ModelError> {
-        let body = response.bytes().await.map_err(|e| self.limits.error(e))?;
+        let body = response.bytes().await?;
         parse_response(&body)
     }
 }
@@ -280,7 +267,7 @@ impl Model for AnthropicModel {
                 http::restore_names(self.inner.read_completion(response).await?, &request.tools);
             return Ok(completion_as_stream(completion));
         }
-        let stream = http::drive(response, MessageStream::default(), self.inner.limits);
+        let stream = http::drive(response, MessageStream::default());
         Ok(http::restore_stream(stream, request.tools.clone()))
     }
 }

@@ -486,22 +486,16 @@ struct Driver<S, D> {
     decoder: Option<D>,
     pending: VecDeque<StreamEvent>,
     ended: bool,
-    limits: Limits,
 }
 
 /// Runs a decoder over a streaming response. The stream ends after the first error or after
 /// [`StreamEvent::Done`].
-pub(crate) fn drive<D: SseDecoder>(
-    response: Response,
-    decoder: D,
-    limits: Limits,
-) -> CompletionStream {
+pub(crate) fn drive<D: SseDecoder>(response: Response, decoder: D) -> CompletionStream {
     let driver = Driver {
         events: response.bytes_stream().eventsource(),
         decoder: Some(decoder),
         pending: VecDeque::new(),
         ended: false,
-        limits,
     };
     Box::pin(futures_util::stream::unfold(driver, |mut d| async move {
         loop {
@@ -525,7 +519,7 @@ pub(crate) fn drive<D: SseDecoder>(
                 Some(Err(e)) => {
                     d.decoder = None;
                     let err = match e {
-                        EventStreamError::Transport(e) => d.limits.error(e),
+                        EventStreamError::Transport(e) => e,
                         EventStreamError::Utf8(e) => {
                             ModelError::malformed(format!("event stream is not UTF-8: {e}"))
                         }

@@ -26,7 +26,7 @@ use pocket_agent::{
     Completion, CompletionRequest, CompletionStream, FinishReason, Message, Model, ModelError,
     StreamEvent, ToolCall, ToolSpec, Usage, completion_as_stream,
 };
-use reqwest::header::{ACCEPT, AUTHORIZATION, HeaderMap, HeaderValue};
+use reqwest::header::{AUTHORIZATION, HeaderMap, HeaderValue};
 use serde::de::IgnoredAny;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
@@ -141,7 +141,6 @@ struct Inner {
     /// Kept only to redact it from error bodies that echo it.
     secret: Option<ApiKey>,
     transport: Transport,
-    limits: Limits,
 }
 
 impl fmt::Debug for OpenAiModel {
@@ -177,7 +176,6 @@ impl OpenAiModel {
                 auth,
                 secret: config.api_key,
                 transport: Transport::new(endpoint, limits, config.direct_http)?,
-                limits,
             }),
         })
     }
@@ -214,14 +212,7 @@ impl Inner {
                 include_usage: true,
             }),
         };
-        let body = serde_json::to_vec(&body).map_err(|e| ModelError::InvalidRequest {
-            status: 0,
-            message: format!("the request cannot be serialized: {e}"),
-        })?;
         let mut headers = HeaderMap::new();
-        if stream {
-            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
-        }
         if let Some(auth) = &self.auth {
             headers.insert(AUTHORIZATION, auth.clone());
         }
@@ -231,16 +222,12 @@ impl Inner {
             stream,
             "sending chat completion request"
         );
-        let response = self
-            .transport
-            .post(headers, body, stream)
-            .await
-            .map_err(|e| self.limits.error(e))?;
+        let response = self.transport.post_json(headers, &body, stream).await?;
         http::check_status(response, self.secret.as_ref()).await
     }
 
     async fn read_completion(&self, response: Response) -> Result<Completion, ModelError> {
-        let body = response.bytes().await.map_err(|e| self.limits.error(e))?;
+        let body = response.bytes().await?;
         parse_response(&body)
     }
 }
@@ -285,7 +272,7 @@ impl Model for OpenAiModel {
                 http::restore_names(self.inner.read_completion(response).await?, &request.tools);
             return Ok(completion_as_stream(completion));
         }
-        let stream = http::drive(response, ChatStream::default(), self.inner.limits);
+        let stream = http::drive(response, ChatStream::default());
         Ok(http::restore_stream(stream, request.tools.clone()))
     }
 }

@@ -23,7 +23,8 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use reqwest::header::{HeaderMap, HeaderValue, USER_AGENT};
+use pocket_agent::ModelError;
+use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use tokio::time::Instant;
 
@@ -59,11 +60,11 @@ impl Transport {
         let proxied = PROXY_VARS
             .iter()
             .any(|v| std::env::var_os(v).is_some_and(|value| !value.is_empty()));
-        Self::with_proxy_env(endpoint, limits, direct && !proxied)
+        Self::build(endpoint, limits, direct && !proxied)
     }
 
-    /// As [`new`](Self::new), with the environment's say already taken into `direct`.
-    fn with_proxy_env(endpoint: Url, limits: Limits, direct: bool) -> Result<Self, ConfigError> {
+    /// As [`new`](Self::new), with the proxy variables already taken into `direct`.
+    fn build(endpoint: Url, limits: Limits, direct: bool) -> Result<Self, ConfigError> {
         let route = if direct && endpoint.scheme() == "http" {
             let uri = endpoint
                 .as_str()
@@ -105,18 +106,36 @@ impl Transport {
         matches!(self.route, Route::Direct { .. })
     }
 
-    /// POSTs a JSON `body` with `headers`. A call that is not `streamed` must be whole
+    /// POSTs `body` as JSON with `headers` (and `Accept: text/event-stream` when
+    /// `streamed`). A call that is not `streamed` must be whole
     /// (response and body) within the provider's timeout; a streamed one only each wait.
-    pub(crate) async fn post(
+    /// Failures come back as the [`ModelError`] they stand for, with the transport's own
+    /// error as the source.
+    pub(crate) async fn post_json(
+        &self,
+        headers: HeaderMap,
+        body: &impl serde::Serialize,
+        streamed: bool,
+    ) -> Result<Response, ModelError> {
+        let body = serde_json::to_vec(body).map_err(|e| ModelError::InvalidRequest {
+            status: 0,
+            message: format!("the request cannot be serialized: {e}"),
+        })?;
+        self.post(headers, body, streamed)
+            .await
+            .map_err(|e| self.limits.error(e))
+    }
+
+    async fn post(
         &self,
         mut headers: HeaderMap,
         body: Vec<u8>,
         streamed: bool,
     ) -> Result<Response, TransportError> {
-        headers.insert(
-            reqwest::header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if streamed {
+            headers.insert(ACCEPT, HeaderValue::from_static("text/event-stream"));
+        }
         match &self.route {
             Route::Reqwest { client, url } => {
                 let mut request = client.post(url.clone()).headers(headers).body(body);
@@ -126,6 +145,7 @@ impl Transport {
                 let response = request.send().await.map_err(TransportError::reqwest)?;
                 Ok(Response {
                     inner: Inner::Reqwest(response),
+                    limits: self.limits,
                 })
             }
             Route::Direct { client, uri } => {
@@ -150,6 +170,7 @@ impl Transport {
                         deadline,
                         idle,
                     },
+                    limits: self.limits,
                 })
             }
         }
@@ -166,6 +187,8 @@ fn wait_until(idle: Duration, deadline: Option<Instant>) -> Instant {
 /// [`bytes`](Self::bytes) or [`bytes_stream`](Self::bytes_stream).
 pub(crate) struct Response {
     inner: Inner,
+    /// The transport's limits, to say which one a failure passed.
+    limits: Limits,
 }
 
 enum Inner {
@@ -222,7 +245,12 @@ impl Response {
     }
 
     /// The whole body.
-    pub(crate) async fn bytes(mut self) -> Result<Bytes, TransportError> {
+    pub(crate) async fn bytes(self) -> Result<Bytes, ModelError> {
+        let limits = self.limits;
+        self.read_all().await.map_err(|e| limits.error(e))
+    }
+
+    async fn read_all(mut self) -> Result<Bytes, TransportError> {
         if let Inner::Reqwest(r) = self.inner {
             return r.bytes().await.map_err(TransportError::reqwest);
         }
@@ -243,13 +271,13 @@ impl Response {
     }
 
     /// The body as a stream of pieces; it ends after the first error.
-    pub(crate) fn bytes_stream(self) -> BoxStream<'static, Result<Bytes, TransportError>> {
+    pub(crate) fn bytes_stream(self) -> BoxStream<'static, Result<Bytes, ModelError>> {
         Box::pin(stream::unfold(Some(self), |response| async move {
             let mut response = response?;
             match response.chunk().await {
                 Ok(Some(bytes)) => Some((Ok(bytes), Some(response))),
                 Ok(None) => None,
-                Err(e) => Some((Err(e), None)),
+                Err(e) => Some((Err(response.limits.error(e)), None)),
             }
         }))
     }
@@ -394,16 +422,16 @@ fn io_kind(err: &(dyn StdError + 'static)) -> Option<std::io::ErrorKind> {
 
 impl Limits {
     /// Classifies a transport error, keeping it as the source.
-    pub(crate) fn error(&self, err: TransportError) -> pocket_agent::ModelError {
+    fn error(&self, err: TransportError) -> ModelError {
         if let Kind::Timeout { connect } = err.kind {
             let after = if connect {
                 self.connect_timeout
             } else {
                 self.timeout
             };
-            return pocket_agent::ModelError::Timeout { after: Some(after) };
+            return ModelError::Timeout { after: Some(after) };
         }
-        pocket_agent::ModelError::Connection {
+        ModelError::Connection {
             message: err.describe().to_owned(),
             source: Some(Box::new(err)),
         }
@@ -428,7 +456,7 @@ mod tests {
     #[test]
     fn only_plain_http_without_a_proxy_goes_direct() {
         let local = || url("http://127.0.0.1:11434/v1/chat/completions");
-        let direct = Transport::with_proxy_env(local(), limits(), true).unwrap();
+        let direct = Transport::build(local(), limits(), true).unwrap();
         assert!(direct.is_direct());
         assert_eq!(
             direct.endpoint(),
@@ -436,24 +464,20 @@ mod tests {
         );
         // Turned off, or a proxy in the environment (folded into `direct` by `new`).
         assert!(
-            !Transport::with_proxy_env(local(), limits(), false)
+            !Transport::build(local(), limits(), false)
                 .unwrap()
                 .is_direct()
         );
         let tls = url("https://api.openai.com/v1/chat/completions");
-        assert!(
-            !Transport::with_proxy_env(tls, limits(), true)
-                .unwrap()
-                .is_direct()
-        );
+        assert!(!Transport::build(tls, limits(), true).unwrap().is_direct());
     }
 
     #[test]
-    fn timeouts_say_which_limit_passed_and_keep_no_source() {
+    fn timeouts_say_which_limit_passed() {
         let limits = limits();
         let read = limits.error(TransportError::timeout());
         assert!(
-            matches!(read, pocket_agent::ModelError::Timeout { after: Some(d) } if d == limits.timeout),
+            matches!(read, ModelError::Timeout { after: Some(d) } if d == limits.timeout),
             "{read:?}"
         );
         let connect = limits.error(TransportError {
@@ -461,7 +485,7 @@ mod tests {
             source: None,
         });
         assert!(
-            matches!(connect, pocket_agent::ModelError::Timeout { after: Some(d) } if d == limits.connect_timeout),
+            matches!(connect, ModelError::Timeout { after: Some(d) } if d == limits.connect_timeout),
             "{connect:?}"
         );
     }
