@@ -30,6 +30,7 @@
 //! ```
 
 pub mod load;
+mod plain_http;
 pub mod proxy;
 pub mod runner;
 pub mod served;

@@ -15,17 +15,13 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::http::header::{AUTHORIZATION, CONTENT_TYPE};
-use axum::http::{HeaderValue, Method, Request, StatusCode, Uri};
+use axum::http::{HeaderValue, StatusCode};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use serde::Serialize;
 use tokio::task::JoinSet;
 
-use crate::stats;
+use crate::{plain_http, stats};
 
 /// What [`run`] sends.
 #[derive(Debug, Clone)]
@@ -137,21 +133,8 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
     if config.duration.is_zero() {
         return Err(LoadError::Invalid("duration must be > 0".into()));
     }
-    let uri: Uri = config
-        .url
-        .parse()
-        .map_err(|e| LoadError::Invalid(format!("url `{}`: {e}", config.url)))?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(LoadError::Invalid(format!(
-            "url `{}` must be an http:// URL with a host",
-            config.url
-        )));
-    }
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector);
+    let uri = plain_http::uri(&config.url).map_err(LoadError::Invalid)?;
+    let client = plain_http::client();
     let timeout = config.timeout;
     let bearer = config
         .bearer
@@ -184,15 +167,7 @@ pub async fn run(config: LoadConfig, label: String) -> Result<LoadReport, LoadEr
                 }
                 return;
             }
-            let mut request = Request::new(Full::new(body.clone()));
-            *request.method_mut() = Method::POST;
-            *request.uri_mut() = uri.clone();
-            let headers = request.headers_mut();
-            headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-            if let Some(b) = &bearer {
-                headers.insert(AUTHORIZATION, b.clone());
-            }
-            let sent = client.request(request);
+            let sent = client.request(plain_http::post_json(&uri, body.clone(), bearer.as_ref()));
             let samples = samples.clone();
             tasks.spawn(async move {
                 let t0 = tokio::time::Instant::now();

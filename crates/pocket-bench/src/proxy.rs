@@ -10,15 +10,13 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::http::{HeaderValue, Method, Request, Uri};
+use axum::http::{HeaderValue, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http_body_util::BodyExt;
 use tokio::net::TcpListener;
 
+use crate::plain_http::{self, PlainClient};
 use crate::served::Served;
 
 /// Which HTTP client forwards requests upstream.
@@ -36,7 +34,7 @@ enum Upstream {
         url: reqwest::Url,
     },
     Hyper {
-        client: Client<HttpConnector, Full<Bytes>>,
+        client: PlainClient,
         uri: Uri,
     },
 }
@@ -54,19 +52,10 @@ pub async fn spawn(addr: &str, upstream: &str, client: ClientKind) -> anyhow::Re
                 .redirect(reqwest::redirect::Policy::none())
                 .build()?,
         },
-        ClientKind::Hyper => {
-            let uri: Uri = upstream.parse()?;
-            anyhow::ensure!(
-                uri.scheme_str() == Some("http"),
-                "the hyper client forwards to http:// URLs only, not {upstream}"
-            );
-            let mut connector = HttpConnector::new();
-            connector.set_nodelay(true);
-            Upstream::Hyper {
-                client: Client::builder(TokioExecutor::new()).build(connector),
-                uri,
-            }
-        }
+        ClientKind::Hyper => Upstream::Hyper {
+            client: plain_http::client(),
+            uri: plain_http::uri(upstream).map_err(anyhow::Error::msg)?,
+        },
     });
     let app = Router::new()
         .route("/v1/chat/completions", post(forward))
@@ -108,23 +97,15 @@ async fn via_reqwest(
 }
 
 async fn via_hyper(
-    client: &Client<HttpConnector, Full<Bytes>>,
+    client: &PlainClient,
     uri: &Uri,
     auth: Option<&HeaderValue>,
     body: Bytes,
 ) -> Result<(StatusCode, Bytes), String> {
-    let mut request = Request::new(Full::new(body));
-    *request.method_mut() = Method::POST;
-    *request.uri_mut() = uri.clone();
-    let headers = request.headers_mut();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    if let Some(auth) = auth {
-        headers.insert(header::AUTHORIZATION, auth.clone());
-    }
-    let answer = client.request(request).await.map_err(|e| e.to_string())?;
+    let answer = client
+        .request(plain_http::post_json(uri, body, auth))
+        .await
+        .map_err(|e| e.to_string())?;
     let status = answer.status();
     let bytes = answer
         .into_body()
