@@ -375,11 +375,6 @@ impl TransportError {
             }
             _ => {}
         }
-        if let Some(hyper) = find::<hyper::Error>(self)
-            && hyper.is_incomplete_message()
-        {
-            return "connection closed before the response was complete";
-        }
         match self.kind {
             Kind::Connect => "could not connect",
             Kind::Body => "the response body was interrupted",

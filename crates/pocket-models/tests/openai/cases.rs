@@ -12,7 +12,7 @@ use pocket_agent::{
 use pocket_models::{OpenAiConfig, OpenAiModel};
 use serde_json::{Value, json};
 use support::{
-    awkward_chunks, collect, dead_url, err, header_str, json, raw, transport_source,
+    awkward_chunks, closing_server, collect, dead_url, err, header_str, json, raw, transport_source,
     resetting_server, server, slow_server, sse_data, sse_in_chunks, sse_then_stall,
 };
 
@@ -571,6 +571,22 @@ async fn connection_reset_mid_body() {
     let e = err(model(&srv.url).complete(&hello()).await);
     assert!(
         matches!(&e, ModelError::Connection { message, source: Some(_) } if message == "connection reset"),
+        "{e:?}"
+    );
+    assert!(transport_source(&e).is_body());
+}
+
+/// A body cut short by an orderly close (not a reset) says so, on both routes.
+#[tokio::test]
+async fn connection_closed_mid_body() {
+    let srv = closing_server(
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 400\r\n\r\n{\"choices\":[{\"message\":",
+    )
+    .await;
+    let e = err(model(&srv.url).complete(&hello()).await);
+    assert!(
+        matches!(&e, ModelError::Connection { message, source: Some(_) }
+            if message == "connection closed before the response was complete"),
         "{e:?}"
     );
     assert!(transport_source(&e).is_body());

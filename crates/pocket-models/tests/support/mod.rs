@@ -198,6 +198,16 @@ pub fn dead_url() -> String {
 /// A raw TCP server that reads one request, writes `reply`, then resets the connection
 /// (SO_LINGER 0, so the peer gets RST rather than a clean close).
 pub async fn resetting_server(reply: &'static [u8]) -> TestServer {
+    cutting_server(reply, true).await
+}
+
+/// A server that writes `reply` (a response cut short) and then closes the connection in
+/// order (FIN, not a reset).
+pub async fn closing_server(reply: &'static [u8]) -> TestServer {
+    cutting_server(reply, false).await
+}
+
+async fn cutting_server(reply: &'static [u8], reset: bool) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let handle = tokio::spawn(async move {
@@ -206,7 +216,9 @@ pub async fn resetting_server(reply: &'static [u8]) -> TestServer {
             socket.write_all(reply).await.unwrap();
             socket.flush().await.unwrap();
             tokio::time::sleep(Duration::from_millis(20)).await;
-            socket.set_zero_linger().unwrap();
+            if reset {
+                socket.set_zero_linger().unwrap();
+            }
             drop(socket);
         }
     });
