@@ -156,12 +156,11 @@ impl Transport {
                 *request.method_mut() = Method::POST;
                 *request.uri_mut() = uri.clone();
                 *request.headers_mut() = headers;
-                let response = tokio::time::timeout_at(wait_until(idle, deadline), async {
-                    client.request(request).await
-                })
-                .await
-                .map_err(|_| TransportError::timeout())?
-                .map_err(TransportError::direct)?;
+                let response =
+                    tokio::time::timeout_at(wait_until(idle, deadline), client.request(request))
+                        .await
+                        .map_err(|_| TransportError::timeout())?
+                        .map_err(TransportError::direct)?;
                 let (head, body) = response.into_parts();
                 Ok(Response {
                     inner: Inner::Direct {
