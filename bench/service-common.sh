@@ -26,6 +26,12 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
+# Context switches (voluntary + involuntary) of every thread of a process so far.
+ctx_switches() {
+  cat /proc/"$1"/task/*/status 2>/dev/null \
+    | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {n += $2} END {print n + 0}'
+}
+
 # Waits up to 10 s for something to listen on 127.0.0.1:$1.
 wait_port() {
   for _ in $(seq 100); do

@@ -95,18 +95,19 @@ for R in $RATES; do
     fi
     # CPU the target process uses over the whole run (warm-up included), from /proc.
     case $target in stub) TPID=$STUB_PID ;; proxy) TPID=$PROXY_PID ;; *) TPID=$SERVE_PID ;; esac
-    cpu0=$(cpu_ticks "$TPID")
+    cpu0=$(cpu_ticks "$TPID"); cs0=$(ctx_switches "$TPID")
     "${ON_CLIENT[@]}" "$TARGET/release/pocket-bench" load --url "$url" --model "$model" "${key[@]}" \
       --rate "$R" --duration-secs "$DURATION" --warmup-secs "$WARMUP" --label "$target" "${LOAD_OPTS[@]}" \
       > "$WORK/last.json"
-    cpu1=$(cpu_ticks "$TPID")
-    python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" "$REP" <<'PY' | tee -a "$OUT" >&2
+    cpu1=$(cpu_ticks "$TPID"); cs1=$(ctx_switches "$TPID")
+    python3 - "$WORK/last.json" "$((cpu1 - cpu0))" "$(getconf CLK_TCK)" "$(cut -d' ' -f1 /proc/loadavg)" "$((WARMUP + DURATION))" "$REP" "$((cs1 - cs0))" <<'PY' | tee -a "$OUT" >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
 r["target_cpu_s"] = int(sys.argv[2]) / int(sys.argv[3])
 r["loadavg_1m"] = float(sys.argv[4])
 r["run_s"] = int(sys.argv[5])
 r["round"] = int(sys.argv[6])
+r["target_ctx_switches"] = int(sys.argv[7])
 print(json.dumps(r))
 PY
     if [ -n "$PERF" ]; then
@@ -123,17 +124,18 @@ python3 - "$OUT" "$STORE" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 print(f"pocket serve store: {sys.argv[2]}\n")
-print("| target | rate/s (achieved) | round | ok | 429 shed | other errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms | target CPU µs/req | load avg |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | rate/s (achieved) | round | ok | 429 shed | other errors | dropped | p50 ms | p90 ms | p99 ms | p99.9 ms | max ms | gen. p99 start lag ms | target CPU µs/req | target ctx sw/req | load avg |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 by = {}
 for r in rows:
     by[(r["label"], r["target_rate"], r["round"])] = r
     # Every request of the run (warm-up too) used the target's CPU: divide by all of them.
     total = r["target_rate"] * r.get("run_s", 0)
     cpu_us = r.get("target_cpu_s", 0) * 1e6 / total if total else 0
+    cs = r.get("target_ctx_switches", 0) / total if total else 0
     print(f"| {r['label']} | {r['target_rate']:.0f} ({r['achieved_rate']:.0f}) | {r['round']} | {r['ok']} | {r.get('shed', 0)} | {r['errors'] - r.get('shed', 0)} | {r['dropped']} "
           f"| {r['p50_ms']:.3f} | {r['p90_ms']:.3f} | {r['p99_ms']:.3f} | {r['p999_ms']:.3f} | {r['max_ms']:.2f} | {r['p99_start_lag_ms']:.3f} "
-          f"| {cpu_us:.0f} | {r.get('loadavg_1m', 0):.2f} |")
+          f"| {cpu_us:.0f} | {cs:.2f} | {r.get('loadavg_1m', 0):.2f} |")
 print("\nOverhead over the stub directly, paired within each round (the stub runs just before):")
 print("of the bare proxy (one more hop) and of pocket serve; median over the rounds [min, max].\n")
 print("| rate/s | rounds | proxy p50 ms | proxy p99 ms | serve p50 ms | serve p99 ms |")
