@@ -348,7 +348,12 @@ impl Monitor {
             st.totals.runs += 1;
             st.totals.failures += u64::from(failed);
             st.totals.run_time += duration;
-            let errors = st.recent.iter().filter(|(_, e)| *e).count();
+            // Only a failure can raise the error rate: successes skip the count.
+            let errors = if failed {
+                st.recent.iter().filter(|(_, e)| *e).count()
+            } else {
+                0
+            };
             (was_running, errors)
         };
         let metrics = &self.inner.metrics;

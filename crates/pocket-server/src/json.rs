@@ -1,9 +1,10 @@
 //! A JSON body extractor whose rejections are [`ApiError`]s: malformed bodies get our JSON
 //! error shape with a message naming the problem.
 
+use axum::body::Bytes;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Request};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
@@ -25,11 +26,36 @@ where
             .extensions()
             .get::<BodyLimit>()
             .map_or(crate::DEFAULT_BODY_LIMIT, |l| l.0);
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(value)) => Ok(Self(value)),
-            Err(rejection) => Err(reject(&rejection, limit)),
+        if !plain_json(req.headers()) {
+            // Any other content type (`+json` types, parameters spelled otherwise, none at
+            // all): axum decides, and names the problem when it refuses.
+            return match axum::Json::<T>::from_request(req, state).await {
+                Ok(axum::Json(value)) => Ok(Self(value)),
+                Err(rejection) => Err(reject(&rejection, limit)),
+            };
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| reject(&JsonRejection::from(e), limit))?;
+        // The fast path parses without tracking where it is; only a body that fails is
+        // parsed again by axum, whose error names the field (serde_path_to_error), so the
+        // messages are the same as axum's and valid bodies skip the path bookkeeping.
+        match serde_json::from_slice(&bytes) {
+            Ok(value) => Ok(Self(value)),
+            Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
+                Ok(axum::Json(value)) => Ok(Self(value)),
+                Err(rejection) => Err(reject(&rejection, limit)),
+            },
         }
     }
+}
+
+/// Exactly `Content-Type: application/json` (any case): the common case, checked without
+/// parsing the media type.
+fn plain_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"application/json"))
 }
 
 /// The body limit in force, for the 413 message.

@@ -49,6 +49,71 @@ async fn malformed_json_is_400_naming_the_problem() {
 }
 
 #[tokio::test]
+async fn json_bodies_are_read_whatever_the_json_content_type() {
+    // `application/json` exactly takes a fast path; the other spellings go through axum's
+    // media-type parsing. Both must accept the same bodies and refuse the same mistakes.
+    let h = Harness::start(Options::default()).await;
+    for content_type in [
+        "application/json",
+        "APPLICATION/JSON",
+        "application/json; charset=utf-8",
+        "application/json;charset=utf-8",
+        "application/vnd.api+json",
+    ] {
+        let resp = h
+            .post("/v1/tasks")
+            .header("content-type", content_type)
+            .body(r#"{"task": "say hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 202, "{content_type}");
+
+        let resp = h
+            .post("/v1/tasks")
+            .header("content-type", content_type)
+            .body(r#"{"task": "x", "colour": "red"}"#)
+            .send()
+            .await
+            .unwrap();
+        let message = expect_error(resp, 400, "invalid_request").await;
+        assert!(
+            message.starts_with("the JSON body does not match the schema")
+                && message.contains("colour"),
+            "{content_type}: {message}"
+        );
+
+        let resp = h
+            .post("/v1/tasks")
+            .header("content-type", content_type)
+            .body(r#"{"task": "x"} trailing"#)
+            .send()
+            .await
+            .unwrap();
+        let message = expect_error(resp, 400, "invalid_request").await;
+        assert!(
+            message.starts_with("the body is not valid JSON"),
+            "{content_type}: {message}"
+        );
+    }
+    for content_type in ["text/json", "application/jsonx", "application/json-patch"] {
+        let resp = h
+            .post("/v1/tasks")
+            .header("content-type", content_type)
+            .body(r#"{"task": "say hi"}"#)
+            .send()
+            .await
+            .unwrap();
+        let message = expect_error(resp, 400, "invalid_request").await;
+        assert!(
+            message.contains("Content-Type"),
+            "{content_type}: {message}"
+        );
+    }
+    h.stop().await;
+}
+
+#[tokio::test]
 async fn a_body_over_the_limit_is_413() {
     let h = Harness::start(Options {
         body_limit: Some(64),
