@@ -75,3 +75,33 @@ fn reject(rejection: &JsonRejection, limit: usize) -> ApiError {
     // `body_text` names the field or position (serde's message).
     ApiError::BadRequest(format!("{what}: {}", rejection.body_text()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::http::HeaderValue;
+
+    fn with_type(value: Option<&'static str>) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        if let Some(v) = value {
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(v));
+        }
+        headers
+    }
+
+    #[test]
+    fn only_exactly_application_json_takes_the_fast_path() {
+        for fast in ["application/json", "Application/JSON"] {
+            assert!(plain_json(&with_type(Some(fast))), "{fast}");
+        }
+        for other in [
+            None,
+            Some("application/json; charset=utf-8"),
+            Some("application/vnd.api+json"),
+            Some("application/jsonx"),
+            Some("text/json"),
+        ] {
+            assert!(!plain_json(&with_type(other)), "{other:?}");
+        }
+    }
+}
