@@ -26,7 +26,8 @@ cpu_ticks() {
   awk '{print $14 + $15}' "/proc/$1/stat"
 }
 
-# Context switches (voluntary + involuntary) of every thread of a process so far.
+# Context switches (voluntary + involuntary) so far of a process's live threads (a thread
+# that has exited takes its count with it).
 ctx_switches() {
   cat /proc/"$1"/task/*/status 2>/dev/null \
     | awk '/^(voluntary|nonvoluntary)_ctxt_switches/ {n += $2} END {print n + 0}'

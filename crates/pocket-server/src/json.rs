@@ -29,10 +29,7 @@ where
         if !plain_json(req.headers()) {
             // Any other content type (`+json` types, parameters spelled otherwise, none at
             // all): axum decides, and names the problem when it refuses.
-            return match axum::Json::<T>::from_request(req, state).await {
-                Ok(axum::Json(value)) => Ok(Self(value)),
-                Err(rejection) => Err(reject(&rejection, limit)),
-            };
+            return from_axum(axum::Json::from_request(req, state).await, limit);
         }
         let bytes = Bytes::from_request(req, state)
             .await
@@ -42,12 +39,19 @@ where
         // messages are the same as axum's and valid bodies skip the path bookkeeping.
         match serde_json::from_slice(&bytes) {
             Ok(value) => Ok(Self(value)),
-            Err(_) => match axum::Json::<T>::from_bytes(&bytes) {
-                Ok(axum::Json(value)) => Ok(Self(value)),
-                Err(rejection) => Err(reject(&rejection, limit)),
-            },
+            Err(_) => from_axum(axum::Json::from_bytes(&bytes), limit),
         }
     }
+}
+
+/// axum's extraction as ours: the value, or its rejection as an [`ApiError`].
+fn from_axum<T>(
+    result: Result<axum::Json<T>, JsonRejection>,
+    limit: usize,
+) -> Result<Json<T>, ApiError> {
+    result
+        .map(|axum::Json(value)| Json(value))
+        .map_err(|rejection| reject(&rejection, limit))
 }
 
 /// Exactly `Content-Type: application/json` (any case): the common case, checked without

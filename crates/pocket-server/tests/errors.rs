@@ -11,13 +11,7 @@ use support::{Harness, Options, expect_error};
 #[tokio::test]
 async fn malformed_json_is_400_naming_the_problem() {
     let h = Harness::start(Options::default()).await;
-    let resp = h
-        .post("/v1/tasks")
-        .header("content-type", "application/json")
-        .body("{\"task\": ")
-        .send()
-        .await
-        .unwrap();
+    let resp = post_typed(&h, "application/json", "{\"task\": ").await;
     let message = expect_error(resp, 400, "invalid_request").await;
     assert!(
         message.starts_with("the body is not valid JSON"),
@@ -60,22 +54,10 @@ async fn json_bodies_are_read_whatever_the_json_content_type() {
         "application/json;charset=utf-8",
         "application/vnd.api+json",
     ] {
-        let resp = h
-            .post("/v1/tasks")
-            .header("content-type", content_type)
-            .body(r#"{"task": "say hi"}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_typed(&h, content_type, r#"{"task": "say hi"}"#).await;
         assert_eq!(resp.status(), 202, "{content_type}");
 
-        let resp = h
-            .post("/v1/tasks")
-            .header("content-type", content_type)
-            .body(r#"{"task": "x", "colour": "red"}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_typed(&h, content_type, r#"{"task": "x", "colour": "red"}"#).await;
         let message = expect_error(resp, 400, "invalid_request").await;
         assert!(
             message.starts_with("the JSON body does not match the schema")
@@ -83,13 +65,7 @@ async fn json_bodies_are_read_whatever_the_json_content_type() {
             "{content_type}: {message}"
         );
 
-        let resp = h
-            .post("/v1/tasks")
-            .header("content-type", content_type)
-            .body(r#"{"task": "x"} trailing"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_typed(&h, content_type, r#"{"task": "x"} trailing"#).await;
         let message = expect_error(resp, 400, "invalid_request").await;
         assert!(
             message.starts_with("the body is not valid JSON"),
@@ -97,13 +73,7 @@ async fn json_bodies_are_read_whatever_the_json_content_type() {
         );
     }
     for content_type in ["text/json", "application/jsonx", "application/json-patch"] {
-        let resp = h
-            .post("/v1/tasks")
-            .header("content-type", content_type)
-            .body(r#"{"task": "say hi"}"#)
-            .send()
-            .await
-            .unwrap();
+        let resp = post_typed(&h, content_type, r#"{"task": "say hi"}"#).await;
         let message = expect_error(resp, 400, "invalid_request").await;
         assert!(
             message.contains("Content-Type"),
@@ -111,6 +81,16 @@ async fn json_bodies_are_read_whatever_the_json_content_type() {
         );
     }
     h.stop().await;
+}
+
+/// `POST /v1/tasks` with this `Content-Type` and body, as given.
+async fn post_typed(h: &Harness, content_type: &str, body: &'static str) -> reqwest::Response {
+    h.post("/v1/tasks")
+        .header("content-type", content_type)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
