@@ -54,8 +54,8 @@ pub struct AnthropicConfig {
     pub timeout: Duration,
     /// Limit of establishing the connection. Default: 10 s.
     pub connect_timeout: Duration,
-    /// Reach a plain `http://` base URL (a gateway or a test server) with hyper's client
-    /// directly rather than through reqwest; `https://` URLs, and any while
+    /// Reach a plain `http://` base URL (a gateway or a test server) with hyper's HTTP/1
+    /// client directly rather than through reqwest; `https://` URLs, and any while
     /// `HTTP_PROXY`/`ALL_PROXY` is set, always go through reqwest. Default: `true`.
     pub direct_http: bool,
 }

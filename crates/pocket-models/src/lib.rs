@@ -9,6 +9,7 @@
 //! so attempts are counted once per call path.
 
 pub mod anthropic;
+mod direct;
 mod http;
 pub mod openai;
 pub mod sim;

@@ -51,7 +51,7 @@ pub struct OpenAiConfig {
     pub timeout: Duration,
     /// Limit of establishing the connection. Default: 10 s.
     pub connect_timeout: Duration,
-    /// Reach a plain `http://` base URL with hyper's client directly rather than through
+    /// Reach a plain `http://` base URL with hyper's HTTP/1 client directly rather than through
     /// reqwest: the same limits and errors, less CPU per request (a local server). `https://`
     /// URLs, and any while `HTTP_PROXY`/`ALL_PROXY` is set, always go through reqwest.
     /// Default: `true`.

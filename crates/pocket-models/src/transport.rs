@@ -1,16 +1,17 @@
 //! How a provider's requests travel. A plain `http://` endpoint (a local vLLM, Ollama,
 //! llama.cpp or LiteLLM, the case where a model call is cheap and the client's own cost per
-//! request shows) is reached with hyper's pooled HTTP/1 client directly; `https://`
-//! endpoints, and every endpoint while an HTTP proxy is set in the environment, go through
-//! reqwest (TLS with the platform's roots, proxies). Both keep the same limits: a connect
-//! limit, a limit on the wait for the response and for each gap between body chunks, and a
-//! whole-call limit for requests that are not streamed.
+//! request shows) is reached with hyper's HTTP/1 connections directly ([`crate::direct`]);
+//! `https://` endpoints, and every endpoint while an HTTP proxy is set in the environment, go
+//! through reqwest (TLS with the platform's roots, proxies). Both keep the same limits: a
+//! connect limit, a limit on the wait for the response and for each gap between body chunks,
+//! and a whole-call limit for requests that are not streamed.
 //!
-//! The direct client exists because of what reqwest does per request beyond hyper (parsing
-//! the URL again in its redirect layer and for the response, IDNA included, matching the
-//! proxy rules, cloning its layered service): measured side by side as a bare proxy at
-//! 2,000 requests/s, ~20 % of that proxy's CPU per request (BENCHMARKS.md, "Service
-//! overhead").
+//! The direct route exists because of what the general clients do per request beyond
+//! sending it: reqwest parses the URL again in its redirect layer and for the response (IDNA
+//! included), matches the proxy rules and clones its layered service (measured side by side
+//! as a bare proxy at 2,000 requests/s, ~20 % of that proxy's CPU per request); hyper-util's
+//! pooled client, under reqwest, runs each connection on a task of its own and spawns one more
+//! per response (BENCHMARKS.md, "Service overhead").
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -18,16 +19,13 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::stream::{self, BoxStream};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use http_body_util::Full;
 use pocket_agent::ModelError;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, HeaderMap, HeaderValue, USER_AGENT};
 use reqwest::{Method, StatusCode, Url};
 use tokio::time::Instant;
 
+use crate::direct::{DirectClient, DirectResponse};
 use crate::http::{ConfigError, Limits};
 
 const AGENT: &str = concat!("pocket-agent/", env!("CARGO_PKG_VERSION"));
@@ -43,14 +41,8 @@ pub(crate) struct Transport {
 }
 
 enum Route {
-    Direct {
-        client: Client<HttpConnector, Full<Bytes>>,
-        uri: http::Uri,
-    },
-    Reqwest {
-        client: reqwest::Client,
-        url: Url,
-    },
+    Direct(DirectClient),
+    Reqwest { client: reqwest::Client, url: Url },
 }
 
 impl Transport {
@@ -66,22 +58,7 @@ impl Transport {
     /// As [`new`](Self::new), with the proxy variables already taken into `direct`.
     fn build(endpoint: Url, limits: Limits, direct: bool) -> Result<Self, ConfigError> {
         let route = if direct && endpoint.scheme() == "http" {
-            let uri = endpoint
-                .as_str()
-                .parse()
-                .map_err(|e: http::uri::InvalidUri| ConfigError::InvalidBaseUrl {
-                    url: endpoint.to_string(),
-                    reason: e.to_string(),
-                })?;
-            let mut connector = HttpConnector::new();
-            connector.set_connect_timeout(Some(limits.connect_timeout));
-            connector.set_nodelay(true);
-            let client = Client::builder(TokioExecutor::new())
-                // Idle pooled connections expire (90 s, as reqwest's) only with a timer.
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(90))
-                .build(connector);
-            Route::Direct { client, uri }
+            Route::Direct(direct_client(&endpoint, &limits)?)
         } else {
             Route::Reqwest {
                 client: limits.client()?,
@@ -103,7 +80,7 @@ impl Transport {
     /// Whether requests skip reqwest (plain HTTP, no proxy).
     #[cfg(test)]
     fn is_direct(&self) -> bool {
-        matches!(self.route, Route::Direct { .. })
+        matches!(self.route, Route::Direct(_))
     }
 
     /// POSTs `body` as JSON with `headers` (and `Accept: text/event-stream` when
@@ -148,24 +125,20 @@ impl Transport {
                     limits: self.limits,
                 })
             }
-            Route::Direct { client, uri } => {
+            Route::Direct(client) => {
                 headers.insert(USER_AGENT, HeaderValue::from_static(AGENT));
                 let idle = self.limits.timeout;
                 let deadline = (!streamed).then(|| Instant::now() + idle);
                 let mut request = http::Request::new(Full::new(Bytes::from(body)));
                 *request.method_mut() = Method::POST;
-                *request.uri_mut() = uri.clone();
                 *request.headers_mut() = headers;
                 let response =
-                    tokio::time::timeout_at(wait_until(idle, deadline), client.request(request))
+                    tokio::time::timeout_at(wait_until(idle, deadline), client.send(request))
                         .await
-                        .map_err(|_| TransportError::timeout())?
-                        .map_err(TransportError::direct)?;
-                let (head, body) = response.into_parts();
+                        .map_err(|_| TransportError::timeout())??;
                 Ok(Response {
                     inner: Inner::Direct {
-                        head,
-                        body,
+                        response,
                         deadline,
                         idle,
                     },
@@ -174,6 +147,37 @@ impl Transport {
             }
         }
     }
+}
+
+/// The direct client of a plain-http `endpoint`.
+fn direct_client(endpoint: &Url, limits: &Limits) -> Result<DirectClient, ConfigError> {
+    let invalid = |reason: String| ConfigError::InvalidBaseUrl {
+        url: endpoint.to_string(),
+        reason,
+    };
+    let host = endpoint
+        .host_str()
+        .ok_or_else(|| invalid("it has no host".to_owned()))?;
+    // `port_or_known_default` is always there for http.
+    let port = endpoint.port_or_known_default().unwrap_or(80);
+    let host_header = match endpoint.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host.to_owned(),
+    };
+    let host_header = HeaderValue::try_from(host_header).map_err(|e| invalid(e.to_string()))?;
+    let target = match endpoint.query() {
+        Some(query) => format!("{}?{query}", endpoint.path()),
+        None => endpoint.path().to_owned(),
+    };
+    let target = target
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| invalid(e.to_string()))?;
+    Ok(DirectClient::new(
+        format!("{host}:{port}"),
+        host_header,
+        target,
+        limits.connect_timeout,
+    ))
 }
 
 /// The end of the next wait: `idle` from now, or the call's deadline if that comes first.
@@ -193,8 +197,7 @@ pub(crate) struct Response {
 enum Inner {
     Reqwest(reqwest::Response),
     Direct {
-        head: http::response::Parts,
-        body: Incoming,
+        response: DirectResponse,
         deadline: Option<Instant>,
         idle: Duration,
     },
@@ -205,7 +208,7 @@ impl Response {
     pub(crate) fn status(&self) -> StatusCode {
         match &self.inner {
             Inner::Reqwest(r) => r.status(),
-            Inner::Direct { head, .. } => head.status,
+            Inner::Direct { response, .. } => response.head.status,
         }
     }
 
@@ -213,7 +216,7 @@ impl Response {
     pub(crate) fn headers(&self) -> &HeaderMap {
         match &self.inner {
             Inner::Reqwest(r) => r.headers(),
-            Inner::Direct { head, .. } => &head.headers,
+            Inner::Direct { response, .. } => &response.head.headers,
         }
     }
 
@@ -222,17 +225,17 @@ impl Response {
         match &mut self.inner {
             Inner::Reqwest(r) => r.chunk().await.map_err(TransportError::reqwest),
             Inner::Direct {
-                body,
+                response,
                 deadline,
                 idle,
-                ..
             } => loop {
-                let frame = tokio::time::timeout_at(wait_until(*idle, *deadline), body.frame())
+                let next = std::future::poll_fn(|cx| response.poll_frame(cx));
+                let frame = tokio::time::timeout_at(wait_until(*idle, *deadline), next)
                     .await
                     .map_err(|_| TransportError::timeout())?;
                 match frame {
                     None => return Ok(None),
-                    Some(Err(e)) => return Err(TransportError::body(e)),
+                    Some(Err(e)) => return Err(e),
                     // Trailers and empty frames carry no body bytes.
                     Some(Ok(frame)) => match frame.into_data() {
                         Ok(data) if !data.is_empty() => return Ok(Some(data)),
@@ -317,15 +320,11 @@ impl TransportError {
         }
     }
 
-    fn direct(err: hyper_util::client::legacy::Error) -> Self {
-        let kind = if err.is_connect() {
-            if io_kind(&err) == Some(std::io::ErrorKind::TimedOut) {
-                Kind::Timeout { connect: true }
-            } else {
-                Kind::Connect
-            }
+    pub(crate) fn connect(err: std::io::Error) -> Self {
+        let kind = if err.kind() == std::io::ErrorKind::TimedOut {
+            Kind::Timeout { connect: true }
         } else {
-            Kind::Other
+            Kind::Connect
         };
         Self {
             kind,
@@ -333,10 +332,34 @@ impl TransportError {
         }
     }
 
-    fn body(err: hyper::Error) -> Self {
+    pub(crate) fn connect_timeout() -> Self {
+        Self {
+            kind: Kind::Timeout { connect: true },
+            source: None,
+        }
+    }
+
+    pub(crate) fn other(err: hyper::Error) -> Self {
+        Self {
+            kind: Kind::Other,
+            source: Some(Box::new(err)),
+        }
+    }
+
+    pub(crate) fn body(err: hyper::Error) -> Self {
         Self {
             kind: Kind::Body,
             source: Some(Box::new(err)),
+        }
+    }
+
+    /// The connection closed before the response was complete.
+    pub(crate) fn eof() -> Self {
+        Self {
+            kind: Kind::Body,
+            source: Some(Box::new(std::io::Error::from(
+                std::io::ErrorKind::UnexpectedEof,
+            ))),
         }
     }
 
@@ -464,6 +487,37 @@ mod tests {
         );
         let tls = url("https://api.openai.com/v1/chat/completions");
         assert!(!Transport::build(tls, limits(), true).unwrap().is_direct());
+    }
+
+    #[test]
+    fn direct_requests_carry_the_host_and_the_path() {
+        let cases = [
+            (
+                "http://127.0.0.1:11434/v1/chat/completions",
+                ("127.0.0.1:11434", "127.0.0.1:11434", "/v1/chat/completions"),
+            ),
+            (
+                "http://gateway.local/openai/v1/chat/completions?api-version=2",
+                (
+                    "gateway.local:80",
+                    "gateway.local",
+                    "/openai/v1/chat/completions?api-version=2",
+                ),
+            ),
+            (
+                "http://[::1]:8000/v1/messages",
+                ("[::1]:8000", "[::1]:8000", "/v1/messages"),
+            ),
+        ];
+        for (endpoint, (address, host, target)) in cases {
+            let client = direct_client(&url(endpoint), &limits()).unwrap();
+            let (a, h, t) = client.destination();
+            assert_eq!(
+                (a, h, t.to_string().as_str()),
+                (address, host, target),
+                "{endpoint}"
+            );
+        }
     }
 
     #[test]

@@ -703,3 +703,56 @@ async fn a_redirect_is_an_error_not_followed_with_the_key() {
     );
     recorded.single();
 }
+
+/// A whole keep-alive response answering `content`.
+fn keep_alive_reply(content: &str) -> String {
+    let body = text_reply(content).to_string();
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn calls_one_after_another_share_one_connection() {
+    let (srv, connections, _) = support::keep_alive_server(keep_alive_reply("again"), false).await;
+    let model = model(&srv.url);
+    for _ in 0..3 {
+        let completion = model.complete(&hello()).await.unwrap();
+        assert_eq!(completion.content.as_deref(), Some("again"));
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn a_kept_connection_the_server_closed_is_not_used_again() {
+    let (srv, connections, closed) = support::keep_alive_server(keep_alive_reply("fresh"), true).await;
+    let model = model(&srv.url);
+    for _ in 0..3 {
+        let completion = model.complete(&hello()).await.unwrap();
+        assert_eq!(completion.content.as_deref(), Some("fresh"));
+        closed.notified().await;
+    }
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn calls_at_once_each_get_an_answer() {
+    let (srv, connections, _) = support::keep_alive_server(keep_alive_reply("many"), false).await;
+    let model = Arc::new(model(&srv.url));
+    let calls: Vec<_> = (0..8)
+        .map(|_| {
+            let model = model.clone();
+            tokio::spawn(async move { model.complete(&hello()).await })
+        })
+        .collect();
+    for call in calls {
+        let completion = call.await.unwrap().unwrap();
+        assert_eq!(completion.content.as_deref(), Some("many"));
+    }
+    // Then the connections made for them are kept: one more call makes none.
+    let before = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=8).contains(&before), "{before} connections");
+    model.complete(&hello()).await.unwrap();
+    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), before);
+}

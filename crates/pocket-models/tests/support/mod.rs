@@ -5,6 +5,7 @@
 // test loudly (unwrap) when the machine cannot bind a port or a fixture is wrong.
 #![allow(dead_code, unreachable_pub, clippy::unwrap_used)]
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use pocket_agent::{CompletionStream, ModelError, StreamEvent};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 /// A server running on a spawned task; stopped when dropped.
@@ -225,14 +227,48 @@ async fn cutting_server(reply: &'static [u8], reset: bool) -> TestServer {
     TestServer { url, handle }
 }
 
-/// Reads request headers and a `content-length` body.
-async fn read_request(socket: &mut TcpStream) {
+/// A raw TCP server that answers every request with `reply` (a whole keep-alive response)
+/// and counts the connections it accepts. With `close_after_first` it closes each connection
+/// 50 ms after answering once (by then the client has kept it for its next request), without
+/// saying so in the response, and notifies `closed` when it has.
+pub async fn keep_alive_server(
+    reply: String,
+    close_after_first: bool,
+) -> (TestServer, Arc<AtomicUsize>, Arc<Notify>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let connections = Arc::new(AtomicUsize::new(0));
+    let closed = Arc::new(Notify::new());
+    let (count, notify) = (connections.clone(), closed.clone());
+    let reply: Arc<[u8]> = reply.into_bytes().into();
+    let handle = tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (reply, notify) = (reply.clone(), notify.clone());
+            tokio::spawn(async move {
+                while read_request(&mut socket).await {
+                    socket.write_all(&reply).await.unwrap();
+                    if close_after_first {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        drop(socket);
+                        notify.notify_one();
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (TestServer { url, handle }, connections, closed)
+}
+
+/// Reads request headers and a `content-length` body; `false` if the connection ended first.
+async fn read_request(socket: &mut TcpStream) -> bool {
     let mut data = Vec::new();
     let mut buf = [0u8; 4096];
     loop {
-        let n = socket.read(&mut buf).await.unwrap();
+        let n = socket.read(&mut buf).await.unwrap_or(0);
         if n == 0 {
-            return;
+            return false;
         }
         data.extend_from_slice(&buf[..n]);
         let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") else {
@@ -245,7 +281,7 @@ async fn read_request(socket: &mut TcpStream) {
             .map(|v| v.trim().parse().unwrap())
             .unwrap_or(0);
         if data.len() >= end + 4 + length {
-            return;
+            return true;
         }
     }
 }
