@@ -3,8 +3,9 @@
 # `POST /v1/chat/completions` over an OpenAI-compatible upstream. An open-loop generator
 # (`pocket-bench load`: fixed arrival rate, each request timed from when it is sent) loads
 #   1. the stub directly,
-#   2. `pocket-bench proxy`, a bare pass-through to the stub on the same HTTP stack as
-#      `pocket serve` (axum in, reqwest out): the floor of one more hop on this machine, then
+#   2. `pocket-bench proxy`, a bare pass-through to the stub (axum in as `pocket serve`,
+#      reqwest out; `pocket serve` itself drives hyper connections directly, see
+#      crates/pocket-models/src/direct.rs): one more hop through general-purpose clients, then
 #   3. `pocket serve` (release binary) whose agent's model is the openai provider at the stub
 #      (no tools: one model call per request; the stub answers text at once),
 # at each rate, and prints both and the difference. Raw JSON lines: target/bench-service.jsonl.
