@@ -48,26 +48,39 @@ pub(crate) struct DirectClient {
 }
 
 /// The idle connections, the most recently used last.
-#[derive(Default)]
 struct Pool {
     idle: Mutex<Vec<(Box<Conn>, Instant)>>,
+    /// A connection idle this long is not used again.
+    idle_timeout: Duration,
 }
 
 impl Pool {
+    fn new(idle_timeout: Duration) -> Self {
+        Self {
+            idle: Mutex::default(),
+            idle_timeout,
+        }
+    }
+
     /// The most recently used idle connection that can still take a request.
     fn take(&self) -> Option<Box<Conn>> {
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some((mut conn, since)) = idle.pop() {
-            if since.elapsed() >= IDLE_TIMEOUT {
-                // The rest were returned earlier still.
-                idle.clear();
+        loop {
+            // Polled below outside the lock; one that can't take a request is dropped.
+            let (mut conn, since) = self.lock().pop()?;
+            if since.elapsed() >= self.idle_timeout {
+                // The rest were returned earlier still, but for any put back meanwhile.
+                self.lock()
+                    .retain(|(_, since)| since.elapsed() < self.idle_timeout);
                 return None;
             }
             if conn.can_send() {
                 return Some(conn);
             }
         }
-        None
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<Conn>, Instant)>> {
+        self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Keeps `conn` for the next request if it can take one.
@@ -75,7 +88,7 @@ impl Pool {
         if !conn.can_send() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut idle = self.lock();
         if idle.len() < MAX_IDLE {
             idle.push((conn, Instant::now()));
         }
@@ -132,7 +145,7 @@ impl DirectClient {
         connect_timeout: Duration,
     ) -> Self {
         Self {
-            pool: Arc::default(),
+            pool: Arc::new(Pool::new(IDLE_TIMEOUT)),
             address,
             host,
             target,
@@ -278,5 +291,89 @@ impl DirectResponse {
             Poll::Pending if lease.conn.done => Poll::Ready(Some(Err(lease.conn.closed_error()))),
             Poll::Pending => Poll::Pending,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// A keep-alive server answering every request with `ok`; counts its connections.
+    async fn server() -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&connections);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
+                        head.extend_from_slice(&buf[..n]);
+                        // Requests without a body: each ends at its blank line.
+                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                            head.drain(..end + 4);
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if socket.write_all(reply).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        (address, connections)
+    }
+
+    /// Sends a request and reads the whole answer.
+    async fn call(client: &DirectClient) {
+        let mut response = client.send(Request::new(Full::default())).await.unwrap();
+        assert_eq!(response.head.status, 200);
+        let mut body = Vec::new();
+        while let Some(frame) = std::future::poll_fn(|cx| response.poll_frame(cx)).await {
+            if let Ok(data) = frame.unwrap().into_data() {
+                body.extend_from_slice(&data);
+            }
+        }
+        assert_eq!(body, b"ok");
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_past_the_limit_is_not_used_again() {
+        let (address, connections) = server().await;
+        let host = HeaderValue::try_from(address.as_str()).unwrap();
+        let mut client =
+            DirectClient::new(address, host, Uri::from_static("/"), Duration::from_secs(5));
+        client.pool = Arc::new(Pool::new(Duration::from_millis(50)));
+        call(&client).await;
+        call(&client).await;
+        assert_eq!(connections.load(Ordering::SeqCst), 1);
+        // Idle for twice the limit: the kept connection is closed, a new one made.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        call(&client).await;
+        call(&client).await;
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(client.pool.lock().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_dropped_before_its_end_takes_its_connection_with_it() {
+        let (address, connections) = server().await;
+        let host = HeaderValue::try_from(address.as_str()).unwrap();
+        let client =
+            DirectClient::new(address, host, Uri::from_static("/"), Duration::from_secs(5));
+        let unread = client.send(Request::new(Full::default())).await.unwrap();
+        drop(unread);
+        assert_eq!(client.pool.lock().len(), 0);
+        call(&client).await;
+        assert_eq!(connections.load(Ordering::SeqCst), 2);
+        assert_eq!(client.pool.lock().len(), 1);
     }
 }
