@@ -11,7 +11,7 @@
 //! it is taken out.
 
 use std::pin::{Pin, pin};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -79,7 +79,7 @@ impl Pool {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(Box<Conn>, Instant)>> {
+    fn lock(&self) -> MutexGuard<'_, Vec<(Box<Conn>, Instant)>> {
         self.idle.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -298,38 +298,32 @@ impl DirectResponse {
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use axum::serve::ListenerExt;
     use tokio::net::TcpListener;
 
     use super::*;
 
-    /// A keep-alive server answering every request with `ok`; counts its connections.
+    /// A server answering every request with `ok`; counts the connections it accepts.
     async fn server() -> (String, Arc<AtomicUsize>) {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap().to_string();
         let connections = Arc::new(AtomicUsize::new(0));
         let count = Arc::clone(&connections);
-        tokio::spawn(async move {
-            while let Ok((mut socket, _)) = listener.accept().await {
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(async move {
-                    let mut head = Vec::new();
-                    let mut buf = [0u8; 1024];
-                    while let Ok(n @ 1..) = socket.read(&mut buf).await {
-                        head.extend_from_slice(&buf[..n]);
-                        // Requests without a body: each ends at its blank line.
-                        while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                            head.drain(..end + 4);
-                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
-                            if socket.write_all(reply).await.is_err() {
-                                return;
-                            }
-                        }
-                    }
-                });
-            }
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let listener = listener.tap_io(move |_| {
+            count.fetch_add(1, Ordering::SeqCst);
         });
+        let app = axum::Router::new().fallback(|| async { "ok" });
+        tokio::spawn(async move { axum::serve(listener, app).await });
         (address, connections)
+    }
+
+    /// A client of `address` whose kept connections expire after `idle_timeout`.
+    fn client(address: String, idle_timeout: Duration) -> DirectClient {
+        let host = HeaderValue::try_from(address.as_str()).unwrap();
+        let mut client =
+            DirectClient::new(address, host, Uri::from_static("/"), Duration::from_secs(5));
+        client.pool = Arc::new(Pool::new(idle_timeout));
+        client
     }
 
     /// Sends a request and reads the whole answer.
@@ -347,28 +341,27 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_idle_past_the_limit_is_not_used_again() {
+        // Within the limit the one connection serves every call.
         let (address, connections) = server().await;
-        let host = HeaderValue::try_from(address.as_str()).unwrap();
-        let mut client =
-            DirectClient::new(address, host, Uri::from_static("/"), Duration::from_secs(5));
-        client.pool = Arc::new(Pool::new(Duration::from_millis(50)));
-        call(&client).await;
-        call(&client).await;
+        let kept = client(address, IDLE_TIMEOUT);
+        for _ in 0..3 {
+            call(&kept).await;
+        }
         assert_eq!(connections.load(Ordering::SeqCst), 1);
-        // Idle for twice the limit: the kept connection is closed, a new one made.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        call(&client).await;
-        call(&client).await;
-        assert_eq!(connections.load(Ordering::SeqCst), 2);
-        assert_eq!(client.pool.lock().len(), 1);
+        // With no idle time allowed, each kept connection has expired by the next call.
+        let (address, connections) = server().await;
+        let expiring = client(address, Duration::ZERO);
+        for _ in 0..3 {
+            call(&expiring).await;
+        }
+        assert_eq!(connections.load(Ordering::SeqCst), 3);
+        assert_eq!(expiring.pool.lock().len(), 1);
     }
 
     #[tokio::test]
     async fn a_response_dropped_before_its_end_takes_its_connection_with_it() {
         let (address, connections) = server().await;
-        let host = HeaderValue::try_from(address.as_str()).unwrap();
-        let client =
-            DirectClient::new(address, host, Uri::from_static("/"), Duration::from_secs(5));
+        let client = client(address, IDLE_TIMEOUT);
         let unread = client.send(Request::new(Full::default())).await.unwrap();
         drop(unread);
         assert_eq!(client.pool.lock().len(), 0);

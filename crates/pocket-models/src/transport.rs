@@ -528,10 +528,7 @@ mod tests {
             matches!(read, ModelError::Timeout { after: Some(d) } if d == limits.timeout),
             "{read:?}"
         );
-        let connect = limits.error(TransportError {
-            kind: Kind::Timeout { connect: true },
-            source: None,
-        });
+        let connect = limits.error(TransportError::connect_timeout());
         assert!(
             matches!(connect, ModelError::Timeout { after: Some(d) } if d == limits.connect_timeout),
             "{connect:?}"

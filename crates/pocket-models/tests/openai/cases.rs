@@ -713,33 +713,36 @@ fn keep_alive_reply(content: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn calls_one_after_another_share_one_connection() {
-    let (srv, connections, _) = support::keep_alive_server(keep_alive_reply("again"), false).await;
-    let model = model(&srv.url);
+/// The connections three calls one after another take, the server closing each kept
+/// connection between calls when `close_between`.
+#[allow(clippy::unwrap_used)] // A call that fails should fail the test.
+async fn connections_for_three_calls(close_between: bool) -> usize {
+    let srv = support::keep_alive_server(keep_alive_reply("again")).await;
+    let model = model(&srv.server.url);
     for _ in 0..3 {
         let completion = model.complete(&hello()).await.unwrap();
         assert_eq!(completion.content.as_deref(), Some("again"));
+        if close_between {
+            srv.close_connection().await;
+        }
     }
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    srv.connections()
+}
+
+#[tokio::test]
+async fn calls_one_after_another_share_one_connection() {
+    assert_eq!(connections_for_three_calls(false).await, 1);
 }
 
 #[tokio::test]
 async fn a_kept_connection_the_server_closed_is_not_used_again() {
-    let (srv, connections, closed) = support::keep_alive_server(keep_alive_reply("fresh"), true).await;
-    let model = model(&srv.url);
-    for _ in 0..3 {
-        let completion = model.complete(&hello()).await.unwrap();
-        assert_eq!(completion.content.as_deref(), Some("fresh"));
-        closed.notified().await;
-    }
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), 3);
+    assert_eq!(connections_for_three_calls(true).await, 3);
 }
 
 #[tokio::test]
 async fn calls_at_once_each_get_an_answer() {
-    let (srv, connections, _) = support::keep_alive_server(keep_alive_reply("many"), false).await;
-    let model = Arc::new(model(&srv.url));
+    let srv = support::keep_alive_server(keep_alive_reply("many")).await;
+    let model = Arc::new(model(&srv.server.url));
     let calls: Vec<_> = (0..8)
         .map(|_| {
             let model = model.clone();
@@ -751,8 +754,8 @@ async fn calls_at_once_each_get_an_answer() {
         assert_eq!(completion.content.as_deref(), Some("many"));
     }
     // Then the connections made for them are kept: one more call makes none.
-    let before = connections.load(std::sync::atomic::Ordering::SeqCst);
+    let before = srv.connections();
     assert!((1..=8).contains(&before), "{before} connections");
     model.complete(&hello()).await.unwrap();
-    assert_eq!(connections.load(std::sync::atomic::Ordering::SeqCst), before);
+    assert_eq!(srv.connections(), before);
 }

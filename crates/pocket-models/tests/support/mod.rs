@@ -228,37 +228,66 @@ async fn cutting_server(reply: &'static [u8], reset: bool) -> TestServer {
 }
 
 /// A raw TCP server that answers every request with `reply` (a whole keep-alive response)
-/// and counts the connections it accepts. With `close_after_first` it closes each connection
-/// 50 ms after answering once (by then the client has kept it for its next request), without
-/// saying so in the response, and notifies `closed` when it has.
-pub async fn keep_alive_server(
-    reply: String,
-    close_after_first: bool,
-) -> (TestServer, Arc<AtomicUsize>, Arc<Notify>) {
+/// and counts the connections it accepts; see [`KeepAliveServer`].
+pub async fn keep_alive_server(reply: String) -> KeepAliveServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let connections = Arc::new(AtomicUsize::new(0));
+    let close = Arc::new(Notify::new());
     let closed = Arc::new(Notify::new());
-    let (count, notify) = (connections.clone(), closed.clone());
+    let (count, close_one, closed_one) = (connections.clone(), close.clone(), closed.clone());
     let reply: Arc<[u8]> = reply.into_bytes().into();
     let handle = tokio::spawn(async move {
         while let Ok((mut socket, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let (reply, notify) = (reply.clone(), notify.clone());
+            let (reply, close, closed) = (reply.clone(), close_one.clone(), closed_one.clone());
             tokio::spawn(async move {
-                while read_request(&mut socket).await {
-                    socket.write_all(&reply).await.unwrap();
-                    if close_after_first {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        drop(socket);
-                        notify.notify_one();
-                        return;
+                loop {
+                    tokio::select! {
+                        more = read_request(&mut socket) => {
+                            if !more {
+                                return;
+                            }
+                            socket.write_all(&reply).await.unwrap();
+                        }
+                        () = close.notified() => {
+                            drop(socket);
+                            closed.notify_one();
+                            return;
+                        }
                     }
                 }
             });
         }
     });
-    (TestServer { url, handle }, connections, closed)
+    KeepAliveServer {
+        server: TestServer { url, handle },
+        connections,
+        close,
+        closed,
+    }
+}
+
+/// A keep-alive server from [`keep_alive_server`].
+pub struct KeepAliveServer {
+    pub server: TestServer,
+    connections: Arc<AtomicUsize>,
+    close: Arc<Notify>,
+    closed: Arc<Notify>,
+}
+
+impl KeepAliveServer {
+    /// The connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Closes the one open connection from the server's side (FIN, not a reset; no
+    /// `Connection: close` was sent) and returns once it is closed.
+    pub async fn close_connection(&self) {
+        self.close.notify_one();
+        self.closed.notified().await;
+    }
 }
 
 /// Reads request headers and a `content-length` body; `false` if the connection ended first.
